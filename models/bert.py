@@ -1,0 +1,156 @@
+"""BERT-family encoders (BERT, MiniLM, BGE, E5, RoBERTa, XLM-RoBERTa) in Flax NNX.
+
+Post-norm transformer (Devlin et al., 2019):
+  h = LN(x + Attn(x));  y = LN(h + W2 act(W1 h))
+RoBERTa/XLM-R differ only in position ids, which start after the padding index:
+  pos_i = padding_idx + cumsum(ids != pad)_i  for real tokens, padding_idx for pads.
+"""
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from .partitioning import logical
+
+ACTIVATIONS = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+}
+ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+  """The fields of a Hugging Face BERT/RoBERTa config.json that the forward pass uses."""
+  model_type: str
+  vocab_size: int
+  hidden_size: int
+  num_hidden_layers: int
+  num_attention_heads: int
+  intermediate_size: int
+  max_position_embeddings: int
+  type_vocab_size: int = 2
+  layer_norm_eps: float = 1e-12
+  hidden_act: str = "gelu"
+  pad_token_id: int = 0
+
+  @classmethod
+  def from_hf(cls, hf: dict) -> "BertConfig":
+    if hf.get("hidden_act", "gelu") not in ACTIVATIONS:
+      raise ValueError(f"hidden_act {hf['hidden_act']!r} is not one of {sorted(ACTIVATIONS)}")
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+      raise ValueError(f"position_embedding_type {hf['position_embedding_type']!r}: only 'absolute' is supported")
+    names = [f.name for f in dataclasses.fields(cls)]
+    return cls(**{k: hf[k] for k in names if k in hf and hf[k] is not None})
+
+  def to_hf(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @property
+  def is_roberta(self) -> bool:
+    return self.model_type in ROBERTA_TYPES
+
+
+def _dense(din, dout, axes, *, dtype, rngs):
+  return nnx.Linear(
+      din, dout, dtype=dtype, param_dtype=jnp.float32, rngs=rngs,
+      kernel_init=logical(nnx.initializers.normal(0.02), *axes),
+      bias_init=logical(nnx.initializers.zeros_init(), axes[-1]))
+
+
+def _layer_norm(dim, eps, *, dtype, rngs):
+  return nnx.LayerNorm(
+      dim, epsilon=eps, dtype=dtype, param_dtype=jnp.float32, rngs=rngs,
+      scale_init=logical(nnx.initializers.ones_init(), "embed"),
+      bias_init=logical(nnx.initializers.zeros_init(), "embed"))
+
+
+def attention(q, k, v, mask):
+  """softmax(q kᵀ / √d + log mask) v over [B, L, heads, d]; softmax in float32."""
+  scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
+  scores = jnp.where(mask[:, None, None, :], scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+class BertLayer(nnx.Module):
+
+  def __init__(self, c: BertConfig, *, dtype, rngs):
+    h, m = c.hidden_size, c.intermediate_size
+    self.num_heads = c.num_attention_heads
+    self.act = ACTIVATIONS[c.hidden_act]
+    self.query = _dense(h, h, ("embed", "heads"), dtype=dtype, rngs=rngs)
+    self.key = _dense(h, h, ("embed", "heads"), dtype=dtype, rngs=rngs)
+    self.value = _dense(h, h, ("embed", "heads"), dtype=dtype, rngs=rngs)
+    self.attn_out = _dense(h, h, ("heads", "embed"), dtype=dtype, rngs=rngs)
+    self.attn_norm = _layer_norm(h, c.layer_norm_eps, dtype=dtype, rngs=rngs)
+    self.mlp_in = _dense(h, m, ("embed", "mlp"), dtype=dtype, rngs=rngs)
+    self.mlp_out = _dense(m, h, ("mlp", "embed"), dtype=dtype, rngs=rngs)
+    self.mlp_norm = _layer_norm(h, c.layer_norm_eps, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x, mask):
+    b, l, h = x.shape
+    split = lambda t: t.reshape(b, l, self.num_heads, h // self.num_heads)
+    ctx = attention(split(self.query(x)), split(self.key(x)), split(self.value(x)), mask)
+    x = self.attn_norm(x + self.attn_out(ctx.reshape(b, l, h)))
+    return self.mlp_norm(x + self.mlp_out(self.act(self.mlp_in(x))))
+
+
+class Bert(nnx.Module):
+  """Token ids [B, L] and mask [B, L] to the last hidden states [B, L, H] (float32)."""
+
+  def __init__(self, config: BertConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    c = self.config = config
+    embed = functools.partial(
+        nnx.Embed, features=c.hidden_size, dtype=dtype, param_dtype=jnp.float32, rngs=rngs,
+        embedding_init=logical(nnx.initializers.normal(0.02), "vocab", "embed"))
+    self.word_embeddings = embed(c.vocab_size)
+    self.position_embeddings = embed(c.max_position_embeddings)
+    self.token_type_embeddings = embed(c.type_vocab_size)
+    self.embed_norm = _layer_norm(c.hidden_size, c.layer_norm_eps, dtype=dtype, rngs=rngs)
+    self.layers = nnx.List([BertLayer(c, dtype=dtype, rngs=rngs) for _ in range(c.num_hidden_layers)])
+
+  def position_ids(self, input_ids):
+    if not self.config.is_roberta:
+      return jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+    real = (input_ids != self.config.pad_token_id).astype(jnp.int32)
+    return jnp.cumsum(real, axis=1) * real + self.config.pad_token_id
+
+  def __call__(self, input_ids, attention_mask, token_type_ids=None):
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    x = (self.word_embeddings(input_ids) + self.position_embeddings(self.position_ids(input_ids))
+         + self.token_type_embeddings(token_type_ids))
+    x = self.embed_norm(x)
+    mask = attention_mask.astype(bool)
+    for layer in self.layers:
+      x = layer(x, mask)
+    return x.astype(jnp.float32)
+
+
+def weight_map(config: BertConfig) -> list[tuple[str, tuple, bool]]:
+  """(Hugging Face key without the 'bert.'/'roberta.' prefix, path in the NNX state, transpose)."""
+  def linear(hf, path):
+    return [(f"{hf}.weight", path + ("kernel",), True), (f"{hf}.bias", path + ("bias",), False)]
+
+  def norm(hf, path):
+    return [(f"{hf}.weight", path + ("scale",), False), (f"{hf}.bias", path + ("bias",), False)]
+
+  out = [(f"embeddings.{n}.weight", (n, "embedding"), False)
+         for n in ("word_embeddings", "position_embeddings", "token_type_embeddings")]
+  out += norm("embeddings.LayerNorm", ("embed_norm",))
+  for i in range(config.num_hidden_layers):
+    hf, ours = f"encoder.layer.{i}", ("layers", i)
+    for n in ("query", "key", "value"):
+      out += linear(f"{hf}.attention.self.{n}", ours + (n,))
+    out += linear(f"{hf}.attention.output.dense", ours + ("attn_out",))
+    out += norm(f"{hf}.attention.output.LayerNorm", ours + ("attn_norm",))
+    out += linear(f"{hf}.intermediate.dense", ours + ("mlp_in",))
+    out += linear(f"{hf}.output.dense", ours + ("mlp_out",))
+    out += norm(f"{hf}.output.LayerNorm", ours + ("mlp_norm",))
+  return out

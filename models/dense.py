@@ -1,0 +1,109 @@
+"""Single-vector (dense) retriever: backbone + pooling (+ L2 norm); score(q, d) = ⟨q, d⟩."""
+import dataclasses
+import hashlib
+import pathlib
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tokenizers
+from flax import nnx
+from tqdm.auto import tqdm
+
+from ..errors import InputError
+from . import hf, sentence_config
+from .batching import TextBatcher
+from .pooling import l2_normalize, pool
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "sentencepiece.bpe.model")
+
+
+def _pad_id(tokenizer: tokenizers.Tokenizer, backbone_config) -> int:
+  padding = tokenizer.padding
+  return padding["pad_id"] if padding else getattr(backbone_config, "pad_token_id", 0) or 0
+
+
+class DenseRetriever:
+  """`encode_queries` / `encode_documents` / `encode` return float32 numpy [n, d].
+
+  Texts are sorted by length and padded to fixed buckets, so the jitted encoder compiles
+  once per bucket; results come back in the caller's order.
+  """
+
+  def __init__(self, backbone: nnx.Module, backbone_config, tokenizer: tokenizers.Tokenizer,
+               settings: sentence_config.SentenceConfig, *, tokenizer_files: dict | None = None):
+    limit = backbone_config.max_position_embeddings - (2 if getattr(backbone_config, "is_roberta", False) else 0)
+    self.settings = dataclasses.replace(settings, max_length=min(settings.max_length or limit, limit))
+    self.backbone_config = backbone_config
+    self.batcher = TextBatcher(tokenizer, self.settings.max_length, _pad_id(tokenizer, backbone_config))
+    self.tokenizer_files = tokenizer_files or {}
+    self.graphdef, self.params = nnx.split(backbone)
+    self._embed = jax.jit(self._embed_fn)
+
+  @classmethod
+  def from_pretrained(cls, folder, *, dtype=jnp.float32, **overrides):
+    """A Hugging Face (sentence-transformers) folder; overrides are SentenceConfig fields."""
+    folder = pathlib.Path(folder)
+    if not (folder / "tokenizer.json").is_file():
+      raise InputError(folder, "expected tokenizer.json (a fast tokenizer) beside config.json")
+    config, backbone = hf.load_backbone(folder, dtype=dtype)
+    settings = dataclasses.replace(sentence_config.read(folder), **overrides)
+    files = {n: (folder / n).read_bytes() for n in TOKENIZER_FILES if (folder / n).is_file()}
+    return cls(backbone, config, tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json")), settings,
+               tokenizer_files=files)
+
+  @property
+  def backbone(self) -> nnx.Module:
+    return nnx.merge(self.graphdef, self.params)
+
+  @property
+  def dimension(self) -> int:
+    return self.backbone_config.hidden_size
+
+  def _embed_fn(self, params, input_ids, attention_mask, token_type_ids):
+    hidden = nnx.merge(self.graphdef, params)(input_ids, attention_mask, token_type_ids)
+    emb = pool(hidden, attention_mask, self.settings.pooling)
+    return l2_normalize(emb) if self.settings.normalize else emb
+
+  def encode(self, texts, batch_size: int = 32, show_progress_bar: bool = False, prompt: str = "") -> np.ndarray:
+    texts = [prompt + t for t in texts]
+    out = np.zeros((len(texts), self.dimension), np.float32)
+    batches = self.batcher.batches(texts, batch_size)
+    total = -(-len(texts) // batch_size)
+    for b in tqdm(batches, total=total, disable=not show_progress_bar, desc="encode", unit="batch"):
+      emb = self._embed(self.params, b.input_ids, b.attention_mask, b.token_type_ids)
+      out[b.rows] = np.asarray(emb)[:len(b.rows)]
+    return out
+
+  def encode_queries(self, texts, batch_size: int = 32, show_progress_bar: bool = False) -> np.ndarray:
+    return self.encode(texts, batch_size, show_progress_bar, self.settings.query_prompt)
+
+  def encode_documents(self, texts, batch_size: int = 32, show_progress_bar: bool = False) -> np.ndarray:
+    return self.encode(texts, batch_size, show_progress_bar, self.settings.document_prompt)
+
+  @staticmethod
+  def score(queries: np.ndarray, documents: np.ndarray) -> np.ndarray:
+    """[m, d] × [n, d] → [m, n] inner products."""
+    return queries @ documents.T
+
+  def fingerprint(self) -> str:
+    """sha256 over the settings and every parameter: equal iff the embeddings are."""
+    h = hashlib.sha256(repr(self.settings).encode())
+    for leaf in jax.tree.leaves(self.params):
+      h.update(np.asarray(leaf).tobytes())
+    return h.hexdigest()[:16]
+
+  def save_pretrained(self, folder) -> None:
+    """A folder that transformers and sentence-transformers load as they are."""
+    folder = pathlib.Path(folder)
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    hf.export_backbone(self.backbone, self.backbone_config, partial)
+    for name, data in self.tokenizer_files.items():
+      (partial / name).write_bytes(data)
+    sentence_config.write(partial, self.settings, self.dimension)
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+

@@ -1,0 +1,155 @@
+"""Hugging Face checkpoint folders to NNX backbones and back.
+
+A folder holds `config.json` and `model.safetensors` (or a sharded safetensors index, or
+`pytorch_model.bin`). Every architecture module provides `Config.from_hf/to_hf`, the
+model class and `weight_map(config) -> [(hf_key, nnx_path, transpose)]`; loading checks
+the checkpoint against that map in both directions.
+"""
+import json
+import os
+import pathlib
+import re
+import tempfile
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ..errors import InputError
+from . import bert, modernbert
+
+ARCHITECTURES = {
+    "bert": (bert.BertConfig, bert.Bert, bert.weight_map, "BertModel"),
+    "roberta": (bert.BertConfig, bert.Bert, bert.weight_map, "RobertaModel"),
+    "xlm-roberta": (bert.BertConfig, bert.Bert, bert.weight_map, "XLMRobertaModel"),
+    "modernbert": (modernbert.ModernBertConfig, modernbert.ModernBert, modernbert.weight_map,
+                   "ModernBertModel"),
+}
+# base_model_prefix of the *For* task heads that wrap a backbone.
+BASE_PREFIXES = ("bert.", "roberta.", "model.")
+# Present in many checkpoints, unused by an encoder's hidden states.
+UNUSED = re.compile(r"^(pooler\..*|.*position_ids)$")
+
+
+def read_config(folder) -> dict:
+  path = pathlib.Path(folder) / "config.json"
+  if not path.is_file():
+    raise InputError(folder, "expected a Hugging Face model folder with config.json")
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise InputError(path, f"invalid JSON: {e.msg}", line=e.lineno) from None
+
+
+def architecture(hf_config: dict, source):
+  kind = hf_config.get("model_type")
+  if kind not in ARCHITECTURES:
+    raise InputError(source, f"model_type {kind!r} is not supported; expected one of {sorted(ARCHITECTURES)}")
+  return ARCHITECTURES[kind]
+
+
+def read_weights(folder) -> dict[str, np.ndarray]:
+  folder = pathlib.Path(folder)
+  index = folder / "model.safetensors.index.json"
+  if (folder / "model.safetensors").is_file():
+    files = [folder / "model.safetensors"]
+  elif index.is_file():
+    files = sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()})
+  elif (folder / "pytorch_model.bin").is_file():
+    return _read_torch_bin(folder / "pytorch_model.bin")
+  else:
+    raise InputError(folder, "expected model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+  from safetensors import safe_open
+  tensors = {}
+  for f in files:
+    with safe_open(f, framework="flax") as reader:
+      for key in reader.keys():
+        tensors[key] = np.asarray(reader.get_tensor(key), dtype=np.float32)
+  return tensors
+
+
+def _read_torch_bin(path):
+  try:
+    import torch
+  except ImportError:
+    raise InputError(path, "reading pytorch_model.bin needs torch; install it or convert to safetensors") from None
+  state = torch.load(path, map_location="cpu", weights_only=True)
+  return {k: v.float().numpy() for k, v in state.items()}
+
+
+def _strip_prefix(tensors, expected):
+  out = {}
+  for key, value in tensors.items():
+    for prefix in BASE_PREFIXES:
+      if key.startswith(prefix) and key[len(prefix):] in expected:
+        key = key[len(prefix):]
+        break
+    out[key] = value
+  return out
+
+
+def assign(model: nnx.Module, tensors: dict, wmap, source) -> None:
+  """Copies checkpoint tensors into `model` in place; a missing, extra or misshapen weight is an error."""
+  expected = {hf for hf, _, _ in wmap}
+  tensors = _strip_prefix(tensors, expected)
+  missing = sorted(expected - tensors.keys())
+  extra = sorted(k for k in tensors.keys() - expected if not UNUSED.match(k))
+  if missing or extra:
+    raise InputError(source, f"weights do not match the architecture: missing {missing[:5]}"
+                     f"{' …' if len(missing) > 5 else ''}, unexpected {extra[:5]}{' …' if len(extra) > 5 else ''}")
+  state = nnx.state(model, nnx.Param)
+  pure = nnx.to_pure_dict(state)
+  for hf, path, transpose in wmap:
+    node = pure
+    for p in path[:-1]:
+      node = node[p]
+    value = tensors[hf].T if transpose else tensors[hf]
+    if value.shape != node[path[-1]].shape:
+      raise InputError(source, f"weight {hf} has shape {value.shape}, expected {node[path[-1]].shape}")
+    node[path[-1]] = jnp.asarray(value)
+  nnx.replace_by_pure_dict(state, pure)
+  nnx.update(model, state)
+
+
+def load_backbone(folder, dtype=jnp.float32):
+  """Returns (config, model) for a Hugging Face folder."""
+  hf_config = read_config(folder)
+  config_cls, model_cls, wmap, _ = architecture(hf_config, pathlib.Path(folder) / "config.json")
+  try:
+    config = config_cls.from_hf(hf_config)
+  except (KeyError, TypeError, ValueError) as e:
+    raise InputError(pathlib.Path(folder) / "config.json", f"unsupported or incomplete config: {e}") from None
+  model = model_cls(config, dtype=dtype, rngs=nnx.Rngs(0))
+  assign(model, read_weights(folder), wmap(config), folder)
+  return config, model
+
+
+def export_backbone(model: nnx.Module, config, folder) -> None:
+  """Writes config.json and model.safetensors that transformers' AutoModel loads."""
+  from safetensors.numpy import save_file
+  hf_config = config.to_hf()
+  *_, wmap, class_name = architecture(hf_config, folder)
+  pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  tensors = {}
+  for hf, path, transpose in wmap(config):
+    node = pure
+    for p in path:
+      node = node[p]
+    value = np.asarray(node, dtype=np.float32)
+    tensors[hf] = np.ascontiguousarray(value.T if transpose else value)
+  folder = pathlib.Path(folder)
+  folder.mkdir(parents=True, exist_ok=True)
+  write_atomic(folder / "config.json", json.dumps({**hf_config, "architectures": [class_name]}, indent=2))
+  fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+  os.close(fd)
+  save_file(tensors, tmp)
+  os.replace(tmp, folder / "model.safetensors")
+
+
+def write_atomic(path, text: str) -> None:
+  """Writes `text` to a temporary file beside `path`, then renames it into place."""
+  path = pathlib.Path(path)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+  with os.fdopen(fd, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
