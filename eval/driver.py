@@ -1,0 +1,60 @@
+"""Encode, index, search, score: one evaluation of a retriever on a BEIR-format collection."""
+import json
+import logging
+import pathlib
+
+import jax.numpy as jnp
+
+from ..errors import InputError
+from ..index.exact import ExactIndex
+from ..index.scann_index import ScannIndex
+from ..models.load import load
+from ..models.wheel import minilm_path
+from ..models.hf import write_atomic
+from . import beir, metrics, synthetic, trec
+
+SCANN_KEYS = ("mode", "num_leaves", "num_leaves_to_search", "reorder_k")
+
+
+def _data_folder(config, workdir: pathlib.Path) -> pathlib.Path:
+  if config.data:
+    return pathlib.Path(config.data)
+  folder = workdir / "limit-synthetic"
+  if not folder.is_dir():
+    synthetic.write_limit_style(folder)
+  return folder
+
+
+def _search(config, doc_emb, doc_ids, query_emb, fingerprint):
+  k = min(config.top_k, len(doc_ids))
+  if config.index.kind == "exact":
+    idx, scores = ExactIndex(doc_emb).search(query_emb, k)
+    return [[doc_ids[i] for i in row] for row in idx], scores
+  if config.index.kind != "scann":
+    raise InputError("config.index.kind", f"expected 'scann' or 'exact', got {config.index.kind!r}")
+  overrides = {key: config.index[key] for key in SCANN_KEYS if config.index[key] is not None}
+  if overrides.get("mode") == "auto":
+    del overrides["mode"]
+  index = ScannIndex.build(doc_emb, doc_ids, fingerprint, overrides)
+  return index.search(query_emb, k)
+
+
+def evaluate(config, workdir) -> dict[str, float]:
+  """Writes workdir/results.json and workdir/run.trec; returns the metrics."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  collection = beir.load_collection(_data_folder(config, workdir), split=config.split)
+  overrides = {} if config.max_length is None else {"max_length": config.max_length}
+  retriever = load(config.model or minilm_path(), dtype=jnp.dtype(config.dtype), **overrides)
+  doc_ids = list(collection.corpus)
+  qids = list(collection.queries)
+  logging.info("encoding %d documents and %d queries", len(doc_ids), len(qids))
+  doc_emb = retriever.encode_documents([beir.document_text(collection.corpus[d]) for d in doc_ids],
+                                       config.batch_size, config.progress)
+  query_emb = retriever.encode_queries([collection.queries[q] for q in qids], config.batch_size, config.progress)
+  hits, scores = _search(config, doc_emb, doc_ids, query_emb, retriever.fingerprint())
+  run = {q: {d: float(s) for d, s in zip(row, srow)} for q, row, srow in zip(qids, hits, scores)}
+  results = metrics.compute(collection.qrels, run, config.measures)
+  trec.write_run(workdir / "run.trec", run, tag="retrax")
+  write_atomic(workdir / "results.json", json.dumps(results, indent=2))
+  return results
