@@ -5,6 +5,7 @@ A folder holds `config.json` and `model.safetensors` (or a sharded safetensors i
 model class and `weight_map(config) -> [(hf_key, nnx_path, transpose)]`; loading checks
 the checkpoint against that map in both directions.
 """
+import importlib
 import json
 import os
 import pathlib
@@ -16,14 +17,13 @@ import numpy as np
 from flax import nnx
 
 from ..errors import InputError
-from . import bert, modernbert
 
+# model_type → (module in retrax.models, config class, model class, transformers class).
 ARCHITECTURES = {
-    "bert": (bert.BertConfig, bert.Bert, bert.weight_map, "BertModel"),
-    "roberta": (bert.BertConfig, bert.Bert, bert.weight_map, "RobertaModel"),
-    "xlm-roberta": (bert.BertConfig, bert.Bert, bert.weight_map, "XLMRobertaModel"),
-    "modernbert": (modernbert.ModernBertConfig, modernbert.ModernBert, modernbert.weight_map,
-                   "ModernBertModel"),
+    "bert": ("bert", "BertConfig", "Bert", "BertModel"),
+    "roberta": ("bert", "BertConfig", "Bert", "RobertaModel"),
+    "xlm-roberta": ("bert", "BertConfig", "Bert", "XLMRobertaModel"),
+    "modernbert": ("modernbert", "ModernBertConfig", "ModernBert", "ModernBertModel"),
 }
 # base_model_prefix of the *For* task heads that wrap a backbone.
 BASE_PREFIXES = ("bert.", "roberta.", "model.")
@@ -42,10 +42,13 @@ def read_config(folder) -> dict:
 
 
 def architecture(hf_config: dict, source):
+  """(config class, model class, weight_map, transformers class name) for a config.json dict."""
   kind = hf_config.get("model_type")
   if kind not in ARCHITECTURES:
     raise InputError(source, f"model_type {kind!r} is not supported; expected one of {sorted(ARCHITECTURES)}")
-  return ARCHITECTURES[kind]
+  module_name, config_cls, model_cls, hf_class = ARCHITECTURES[kind]
+  module = importlib.import_module(f"{__package__}.{module_name}")
+  return getattr(module, config_cls), getattr(module, model_cls), module.weight_map, hf_class
 
 
 def read_weights(folder) -> dict[str, np.ndarray]:

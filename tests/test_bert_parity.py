@@ -1,0 +1,93 @@
+"""BERT and XLM-RoBERTa ports against transformers in PyTorch, on the same padded inputs."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from retrax.errors import InputError
+from retrax.models import hf
+
+TINY = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=48, max_position_embeddings=40)
+
+
+def _inputs(pad_id, seed=0):
+  rng = np.random.default_rng(seed)
+  lengths = [12, 7, 3]
+  ids = np.full((3, 12), pad_id, np.int32)
+  mask = np.zeros((3, 12), np.int32)
+  for row, n in enumerate(lengths):
+    ids[row, :n] = rng.integers(3, TINY["vocab_size"], n)
+    mask[row, :n] = 1
+  types = (np.arange(12)[None] >= 5).astype(np.int32) * mask
+  return ids, mask, types
+
+
+@pytest.fixture(params=["bert", "xlm-roberta"])
+def torch_folder(request, tmp_path):
+  torch.manual_seed(0)
+  if request.param == "bert":
+    config = transformers.BertConfig(**TINY, type_vocab_size=2, hidden_act="gelu")
+    model = transformers.BertModel(config)
+  else:
+    config = transformers.XLMRobertaConfig(**TINY, type_vocab_size=1, pad_token_id=1, hidden_act="gelu_new")
+    model = transformers.XLMRobertaModel(config)
+  model.eval()
+  model.save_pretrained(tmp_path)
+  return model, tmp_path
+
+
+def _torch_hidden(model, ids, mask, types):
+  with torch.no_grad():
+    return model(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),
+                 token_type_ids=torch.tensor(types, dtype=torch.long)).last_hidden_state.numpy()
+
+
+def test_hidden_states_match_transformers(torch_folder):
+  model, folder = torch_folder
+  config, ours = hf.load_backbone(folder)
+  ids, mask, types = _inputs(config.pad_token_id)
+  if config.type_vocab_size == 1:
+    types = np.zeros_like(types)
+  expected = _torch_hidden(model, ids, mask, types)
+  got = np.asarray(ours(ids, mask, types))
+  real = mask.astype(bool)
+  assert np.abs(got[real] - expected[real]).max() <= 1e-4
+
+
+def test_export_loads_back_in_transformers(torch_folder, tmp_path):
+  model, folder = torch_folder
+  config, ours = hf.load_backbone(folder)
+  hf.export_backbone(ours, config, tmp_path / "export")
+  reloaded = transformers.AutoModel.from_pretrained(tmp_path / "export").eval()
+  ids, mask, _ = _inputs(config.pad_token_id, seed=1)
+  types = np.zeros_like(ids)
+  np.testing.assert_allclose(_torch_hidden(reloaded, ids, mask, types), _torch_hidden(model, ids, mask, types),
+                             atol=1e-6)
+  assert not list((tmp_path / "export").glob("*.tmp"))
+
+
+def test_missing_and_extra_weights_are_named(torch_folder, tmp_path):
+  from safetensors.numpy import load_file, save_file
+  _, folder = torch_folder
+  tensors = load_file(folder / "model.safetensors")
+  dropped = sorted(tensors)[0]
+  del tensors[dropped]
+  tensors["head.extra.weight"] = np.zeros(3, np.float32)
+  save_file(tensors, folder / "model.safetensors")
+  with pytest.raises(InputError, match=r"missing \[.*" + dropped.replace(".", r"\.") + r".*unexpected \['head\.extra\.weight'\]"):
+    hf.load_backbone(folder)
+
+
+def test_unknown_architecture_is_an_error(tmp_path):
+  (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+  with pytest.raises(InputError, match=r"config\.json: model_type 'gpt2' is not supported"):
+    hf.load_backbone(tmp_path)
+
+
+def test_bad_config_json_names_the_line(tmp_path):
+  (tmp_path / "config.json").write_text('{\n  "model_type": "bert",\n  oops\n}')
+  with pytest.raises(InputError, match=r"config\.json:3: invalid JSON"):
+    hf.load_backbone(tmp_path)

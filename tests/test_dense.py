@@ -1,0 +1,74 @@
+"""Dense retriever on the real all-MiniLM-L6-v2 against sentence-transformers."""
+import gzip
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+import retrax
+from retrax.errors import InputError
+from retrax.models.wheel import minilm_path
+
+sentence_transformers = pytest.importorskip("sentence_transformers")
+
+
+@pytest.fixture(scope="module")
+def minilm():
+  return retrax.load(minilm_path())
+
+
+@pytest.fixture(scope="module")
+def st_minilm():
+  return sentence_transformers.SentenceTransformer(str(minilm_path()), device="cpu")
+
+
+def _scifact_texts(folder, n):
+  with gzip.open(folder / "beir-scifact" / "corpus.jsonl.gz", "rt") as f:
+    docs = [json.loads(line) for line in itertools.islice(f, n)]
+  return [(d["title"] + " " + d["text"]).strip() for d in docs]
+
+
+def test_scifact_500_documents_match_sentence_transformers(shared_data, minilm, st_minilm):
+  texts = _scifact_texts(shared_data, 500)
+  ours = minilm.encode_documents(texts, batch_size=32)
+  theirs = st_minilm.encode(texts, batch_size=32, convert_to_numpy=True)
+  cosine = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
+  assert ours.dtype == np.float32 and ours.shape == (500, 384)
+  assert cosine.min() >= 0.9999
+
+
+def test_order_is_kept_and_buckets_compile_once(minilm, st_minilm):
+  texts = ["short", "a much longer sentence " * 30, "medium length text here", "", "x " * 400] * 3
+  ours = minilm.encode(texts, batch_size=4)
+  theirs = st_minilm.encode(texts, batch_size=4, convert_to_numpy=True)
+  np.testing.assert_allclose(ours, theirs, atol=2e-5)
+  compiled = minilm._embed._cache_size()
+  minilm.encode(list(reversed(texts)), batch_size=4)
+  assert minilm._embed._cache_size() == compiled
+
+
+def test_prompts_prefix_queries_and_documents(minilm):
+  prompted = retrax.load(minilm_path(), query_prompt="query: ", document_prompt="passage: ")
+  np.testing.assert_allclose(prompted.encode_queries(["cats"]), minilm.encode(["query: cats"]), atol=1e-6)
+  np.testing.assert_allclose(prompted.encode_documents(["cats"]), minilm.encode(["passage: cats"]), atol=1e-6)
+
+
+def test_bfloat16_stays_close(minilm):
+  texts = ["the cell cycle is regulated by cyclins", "quantum dots emit light"]
+  low = retrax.load(minilm_path(), dtype="bfloat16").encode(texts)
+  assert low.dtype == np.float32
+  assert ((low * minilm.encode(texts)).sum(1) > 0.99).all()
+
+
+def test_saved_folder_loads_in_sentence_transformers(minilm, tmp_path):
+  texts = ["a first sentence", "and a second one, a little longer"]
+  minilm.save_pretrained(tmp_path / "saved")
+  reloaded = sentence_transformers.SentenceTransformer(str(tmp_path / "saved"), device="cpu")
+  np.testing.assert_allclose(reloaded.encode(texts, convert_to_numpy=True), minilm.encode(texts), atol=1e-5)
+  assert retrax.load(tmp_path / "saved").fingerprint() == minilm.fingerprint()
+
+
+def test_load_rejects_a_folder_that_is_not_a_model(tmp_path):
+  with pytest.raises(InputError, match="expected a Hugging Face model folder"):
+    retrax.load(tmp_path)
