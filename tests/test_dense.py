@@ -72,3 +72,12 @@ def test_saved_folder_loads_in_sentence_transformers(minilm, tmp_path):
 def test_load_rejects_a_folder_that_is_not_a_model(tmp_path):
   with pytest.raises(InputError, match="expected a Hugging Face model folder"):
     retrax.load(tmp_path)
+
+
+def test_retrax_checkpoint_round_trip(minilm, tmp_path):
+  from retrax.models import checkpoint
+  checkpoint.save(minilm, tmp_path / "ckpt")
+  assert not (tmp_path / "ckpt.partial").exists()
+  restored = retrax.load(tmp_path / "ckpt")
+  assert restored.fingerprint() == minilm.fingerprint()
+  np.testing.assert_array_equal(restored.encode(["same numbers"]), minilm.encode(["same numbers"]))
