@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from .attention import attention
 from .partitioning import logical
 
 ACTIVATIONS = {
@@ -70,21 +71,6 @@ def _layer_norm(dim, eps, *, dtype, rngs):
       bias_init=logical(nnx.initializers.zeros_init(), "embed"))
 
 
-def attention(q, k, v, mask):
-  """softmax(q kᵀ / √d + log mask) v over [B, L, heads, d], exponentials in float32.
-
-  Computed as (e v) / Σe with e = exp(s − max s): normalising the [L, d] output instead of
-  the [L, L] probabilities, with heads ahead of length, is 8× faster on XLA:CPU than the
-  einsum-and-softmax form.
-  """
-  q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))
-  scores = (q @ k.swapaxes(-1, -2)).astype(jnp.float32) / jnp.sqrt(q.shape[-1]).astype(jnp.float32)
-  scores = scores + jnp.where(mask, 0.0, jnp.finfo(jnp.float32).min)[:, None, None, :]
-  e = jnp.exp(scores - scores.max(-1, keepdims=True))
-  out = (e.astype(v.dtype) @ v).astype(jnp.float32) / e.sum(-1, keepdims=True)
-  return out.astype(v.dtype).transpose(0, 2, 1, 3)
-
-
 class BertLayer(nnx.Module):
 
   def __init__(self, c: BertConfig, *, dtype, rngs):
@@ -134,7 +120,7 @@ class Bert(nnx.Module):
     x = (self.word_embeddings(input_ids) + self.position_embeddings(self.position_ids(input_ids))
          + self.token_type_embeddings(token_type_ids))
     x = self.embed_norm(x)
-    mask = attention_mask.astype(bool)
+    mask = attention_mask.astype(bool)[:, None, :]
     for layer in self.layers:
       x = layer(x, mask)
     return x.astype(jnp.float32)
