@@ -25,18 +25,15 @@ def _data_folder(config, workdir: pathlib.Path) -> pathlib.Path:
   return folder
 
 
-def _search(config, doc_emb, doc_ids, query_emb, fingerprint):
+def _search(config, doc_emb, query_emb, doc_ids, fingerprint):
+  """(indices, scores) [m, k] of the top documents per query, by exact search or ScaNN."""
   k = min(config.top_k, len(doc_ids))
   if config.index.kind == "exact":
-    idx, scores = ExactIndex(doc_emb).search(query_emb, k)
-    return [[doc_ids[i] for i in row] for row in idx], scores
+    return ExactIndex(doc_emb).search(query_emb, k)
   if config.index.kind != "scann":
     raise InputError("config.index.kind", f"expected 'scann' or 'exact', got {config.index.kind!r}")
-  overrides = {key: config.index[key] for key in SCANN_KEYS if config.index[key] is not None}
-  if overrides.get("mode") == "auto":
-    del overrides["mode"]
-  index = ScannIndex.build(doc_emb, doc_ids, fingerprint, overrides)
-  return index.search(query_emb, k)
+  overrides = {key: config.index[key] for key in SCANN_KEYS}
+  return ScannIndex.build(doc_emb, doc_ids, fingerprint, overrides).search(query_emb, k)
 
 
 def evaluate(config, workdir) -> dict[str, float]:
@@ -52,8 +49,8 @@ def evaluate(config, workdir) -> dict[str, float]:
   doc_emb = retriever.encode_documents([beir.document_text(collection.corpus[d]) for d in doc_ids],
                                        config.batch_size, config.progress)
   query_emb = retriever.encode_queries([collection.queries[q] for q in qids], config.batch_size, config.progress)
-  hits, scores = _search(config, doc_emb, doc_ids, query_emb, retriever.fingerprint())
-  run = {q: {d: float(s) for d, s in zip(row, srow)} for q, row, srow in zip(qids, hits, scores)}
+  indices, scores = _search(config, doc_emb, query_emb, doc_ids, retriever.fingerprint())
+  run = {q: {doc_ids[i]: float(s) for i, s in zip(row, srow)} for q, row, srow in zip(qids, indices, scores)}
   results = metrics.compute(collection.qrels, run, config.measures)
   trec.write_run(workdir / "run.trec", run, tag="retrax")
   write_atomic(workdir / "results.json", json.dumps(results, indent=2))

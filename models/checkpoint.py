@@ -2,7 +2,8 @@
 
   <dir>/retriever.json   kind, backbone config (config.json form), sentence settings
   <dir>/tokenizer/       the tokenizer files
-  <dir>/params/          the NNX parameters as an orbax pytree
+  <dir>/params/          the NNX parameters as an orbax pytree, or, in a training workdir,
+  <dir>/checkpoints/<step>/params   one per saved step; the latest complete one is loaded
 
 Saved into `<dir>.partial` and renamed, so an interrupted save leaves no checkpoint behind.
 """
@@ -19,6 +20,7 @@ from flax import nnx
 from ..errors import InputError
 from . import hf, sentence_config
 from .dense import DenseRetriever
+from .hf import write_atomic
 
 MANIFEST = "retriever.json"
 
@@ -27,20 +29,36 @@ def is_checkpoint(path) -> bool:
   return (pathlib.Path(path) / MANIFEST).is_file()
 
 
+def write_manifest(retriever: DenseRetriever, directory) -> None:
+  """retriever.json and tokenizer/ (written last, atomically: its presence means complete)."""
+  directory = pathlib.Path(directory)
+  (directory / "tokenizer").mkdir(parents=True, exist_ok=True)
+  for name, data in retriever.tokenizer_files.items():
+    (directory / "tokenizer" / name).write_bytes(data)
+  manifest = {"kind": "dense", "backbone": retriever.backbone_config.to_hf(),
+              "settings": dataclasses.asdict(retriever.settings)}
+  write_atomic(directory / MANIFEST, json.dumps(manifest, indent=2))
+
+
 def save(retriever: DenseRetriever, directory) -> None:
   directory = pathlib.Path(directory).absolute()
   partial = directory.with_name(directory.name + ".partial")
   shutil.rmtree(partial, ignore_errors=True)
-  (partial / "tokenizer").mkdir(parents=True)
-  for name, data in retriever.tokenizer_files.items():
-    (partial / "tokenizer" / name).write_bytes(data)
+  partial.mkdir(parents=True)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(partial / "params", nnx.to_pure_dict(nnx.state(retriever.backbone, nnx.Param)))
-  manifest = {"kind": "dense", "backbone": retriever.backbone_config.to_hf(),
-              "settings": dataclasses.asdict(retriever.settings)}
-  (partial / MANIFEST).write_text(json.dumps(manifest, indent=2))
+  write_manifest(retriever, partial)
   shutil.rmtree(directory, ignore_errors=True)
   partial.rename(directory)
+
+
+def params_dir(directory: pathlib.Path) -> pathlib.Path:
+  if (directory / "params").is_dir():
+    return directory / "params"
+  steps = sorted(int(p.name) for p in (directory / "checkpoints").glob("*") if p.name.isdigit())
+  if not steps:
+    raise InputError(directory, "a retrax checkpoint needs params/ or a complete checkpoints/<step>/; found neither")
+  return directory / "checkpoints" / str(steps[-1]) / "params"
 
 
 def load(directory, *, dtype="float32", **overrides) -> DenseRetriever:
@@ -57,7 +75,7 @@ def load(directory, *, dtype="float32", **overrides) -> DenseRetriever:
   state = nnx.state(backbone, nnx.Param)
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(state))
   with ocp.StandardCheckpointer() as ckptr:
-    restored = ckptr.restore(directory / "params", target)
+    restored = ckptr.restore(params_dir(directory), target)
   nnx.replace_by_pure_dict(state, restored)
   nnx.update(backbone, state)
   settings = dataclasses.replace(sentence_config.SentenceConfig(**manifest["settings"]), **overrides)

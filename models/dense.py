@@ -1,4 +1,5 @@
 """Single-vector (dense) retriever: backbone + pooling (+ L2 norm); score(q, d) = ⟨q, d⟩."""
+import copy
 import dataclasses
 import hashlib
 import pathlib
@@ -23,6 +24,13 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 def _pad_id(tokenizer: tokenizers.Tokenizer, backbone_config) -> int:
   padding = tokenizer.padding
   return padding["pad_id"] if padding else getattr(backbone_config, "pad_token_id", 0) or 0
+
+
+def embed(backbone: nnx.Module, settings: sentence_config.SentenceConfig, input_ids, attention_mask,
+          token_type_ids=None):
+  """Token ids [B, L] to sentence embeddings [B, d]: pooled last hidden states, L2-normalised if set."""
+  emb = pool(backbone(input_ids, attention_mask, token_type_ids), attention_mask, settings.pooling)
+  return l2_normalize(emb) if settings.normalize else emb
 
 
 class DenseRetriever:
@@ -54,6 +62,21 @@ class DenseRetriever:
     return cls(backbone, config, tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json")), settings,
                tokenizer_files=files)
 
+  @classmethod
+  def random(cls, hf_config: dict, tokenizer: tokenizers.Tokenizer, settings: sentence_config.SentenceConfig, *,
+             seed: int = 0, dtype=jnp.float32):
+    """A randomly initialised backbone of a config.json-style dict (for tiny test models)."""
+    config_cls, model_cls, _, _ = hf.architecture(hf_config, "config.model.random")
+    config = config_cls.from_hf(hf_config)
+    return cls(model_cls(config, dtype=dtype, rngs=nnx.Rngs(seed)), config, tokenizer, settings,
+               tokenizer_files={"tokenizer.json": tokenizer.to_str().encode()})
+
+  def with_params(self, params) -> "DenseRetriever":
+    """The same retriever with other parameters (a pure dict, as training holds them)."""
+    out = copy.copy(self)
+    out.params = nnx.State(params) if isinstance(params, dict) else params
+    return out
+
   @property
   def backbone(self) -> nnx.Module:
     return nnx.merge(self.graphdef, self.params)
@@ -63,9 +86,7 @@ class DenseRetriever:
     return self.backbone_config.hidden_size
 
   def _embed_fn(self, params, input_ids, attention_mask, token_type_ids):
-    hidden = nnx.merge(self.graphdef, params)(input_ids, attention_mask, token_type_ids)
-    emb = pool(hidden, attention_mask, self.settings.pooling)
-    return l2_normalize(emb) if self.settings.normalize else emb
+    return embed(nnx.merge(self.graphdef, params), self.settings, input_ids, attention_mask, token_type_ids)
 
   def encode(self, texts, batch_size: int = 32, show_progress_bar: bool = False, prompt: str = "") -> np.ndarray:
     texts = [prompt + t for t in texts]

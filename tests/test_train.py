@@ -1,0 +1,196 @@
+"""Training pieces in-process: the in-batch layout, GradCache and accumulation against plain
+backprop, sharding rules, training rows and mined negatives."""
+import json
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import PartitionSpec
+
+from retrax.errors import InputError
+from retrax.eval import synthetic
+from retrax.models.bert import Bert, BertConfig
+from retrax.models.sentence_config import SentenceConfig
+from retrax.train import examples, losses, objective, sharding
+from retrax.train.mesh import make_mesh, mesh_shape
+from retrax.train.optimizer import decay_mask, make_optimizer
+from retrax.train.step import StepBuilder, strided_merge, strided_split
+
+
+def _batch(b=8, c=3, lq=5, ld=7, seed=0):
+  rng = np.random.default_rng(seed)
+  doc_index = np.arange(b * c, dtype=np.int32).reshape(b, c)
+  return dict(query_ids=rng.integers(1, 50, (b, lq)).astype(np.int32), query_mask=np.ones((b, lq), np.int32),
+              doc_ids=rng.integers(1, 50, (b, c, ld)).astype(np.int32), doc_mask=np.ones((b, c, ld), np.int32),
+              labels=np.tile(np.eye(c, dtype=np.float32)[0], (b, 1)), candidate_mask=np.ones((b, c), bool),
+              doc_index=doc_index, query_positives=doc_index[:, :1].copy())
+
+
+def test_in_batch_layout_matches_a_loop():
+  rng = np.random.default_rng(1)
+  b, c, d = 4, 3, 5
+  q, docs = rng.normal(size=(b, d)), rng.normal(size=(b, c, d))
+  batch = _batch(b, c)
+  batch["candidate_mask"][2, 2] = False                       # a padded negative
+  batch["doc_index"][3, 1] = 0                                  # row 3's negative is row 0's positive
+  batch["query_positives"] = np.array([[0, 7], [3, -1], [6, -1], [9, -1]], np.int32)  # doc 7 is relevant to q0
+  scores = np.asarray(objective.candidate_scores(jnp.asarray(q), jnp.asarray(docs), in_batch=True))
+  labels, mask = map(np.asarray, objective.candidate_targets(batch, in_batch=True))
+  for i in range(b):
+    for cand in range(c):
+      for j in range(b):
+        col = cand * b + j
+        assert np.isclose(scores[i, col], q[i] @ docs[j, cand])
+        assert labels[i, col] == (batch["labels"][i, cand] if i == j else 0)
+        relevant = batch["doc_index"][j, cand] in batch["query_positives"][i]
+        assert mask[i, col] == (batch["candidate_mask"][j, cand] and (i == j or not relevant))
+  assert not mask[0, 1 * b + 3] and mask[1, 1 * b + 3]          # doc 0 is hidden from q0 only
+  assert not mask[0, 1 * b + 2] and mask[0, 0 * b + 0]          # doc 7 (row 2's negative) is relevant to q0
+  own = objective.candidate_scores(jnp.asarray(q), jnp.asarray(docs), in_batch=False)
+  np.testing.assert_allclose(own, np.einsum("bd,bcd->bc", q, docs), rtol=1e-5)
+
+
+def test_anchor_positive_is_its_own_column_with_hard_negatives():
+  """InfoNCE over the in-batch matrix equals a per-query softmax over every other query's candidates."""
+  rng = np.random.default_rng(2)
+  b, c, d = 4, 2, 6
+  q, docs = rng.normal(size=(b, d)).astype(np.float32), rng.normal(size=(b, c, d)).astype(np.float32)
+  batch = _batch(b, c)
+  scores = objective.candidate_scores(jnp.asarray(q), jnp.asarray(docs), True)
+  labels, mask = objective.candidate_targets(batch, True)
+  ours = losses.info_nce(scores, labels, mask, temperature=1.0)
+  flat = docs.transpose(1, 0, 2).reshape(b * c, d)              # every candidate of the batch
+  logits = q @ flat.T
+  expected = np.mean([np.logaddexp.reduce(logits[i]) - logits[i, i] for i in range(b)])
+  np.testing.assert_allclose(ours, expected, rtol=1e-5)
+
+
+def _builder(**kwargs):
+  model = Bert(BertConfig("bert", 50, 16, 1, 2, 32, 20), rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(model)
+  loss = objective.loss_fn(ml_collections.ConfigDict(dict(name="info_nce", temperature=0.05, in_batch_negatives=True)))
+  opt = ml_collections.ConfigDict(dict(warmup_steps=0, total_steps=10, schedule="linear", learning_rate=1e-3,
+                                       grad_clip_norm=1.0, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8,
+                                       weight_decay=0.01))
+  builder = StepBuilder(graphdef, SentenceConfig(pooling="mean", normalize=True), loss, True, make_optimizer(opt),
+                        **kwargs)
+  return builder, nnx.to_pure_dict(state)
+
+
+def _assert_grads_close(ours, reference, rtol):
+  """Leaf by leaf, to rtol of the largest reference gradient (some, like key biases', are exactly 0)."""
+  scale = max(float(jnp.abs(y).max()) for y in jax.tree.leaves(reference))
+  for x, y in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * scale)
+
+
+def test_grad_cache_equals_plain_backprop():
+  plain, params = _builder()
+  cached, _ = _builder(grad_cache_chunks=4)
+  batch, key = _batch(), jax.random.key(0)
+  loss, grads = jax.jit(plain.plain_grads)(params, batch, key)
+  loss_gc, grads_gc = jax.jit(cached.grad_cache_grads)(params, batch, key)
+  assert abs(float(loss) - float(loss_gc)) <= 1e-6 * abs(float(loss))
+  _assert_grads_close(grads_gc, grads, 1e-5)
+
+
+def test_accumulation_averages_micro_batches():
+  accumulated, params = _builder(accumulate=2)
+  batch, key = _batch(), jax.random.key(0)
+  loss, grads = jax.jit(accumulated.plain_grads)(params, batch, key)
+  parts = [jax.tree.map(lambda x: x[i], strided_split(batch, 2)) for i in range(2)]
+  singles = [jax.value_and_grad(accumulated.batch_loss)(params, p, key) for p in parts]
+  np.testing.assert_allclose(loss, (singles[0][0] + singles[1][0]) / 2, rtol=1e-6)
+  _assert_grads_close(grads, jax.tree.map(lambda a, b: (a + b) / 2, singles[0][1], singles[1][1]), 1e-6)
+
+
+def test_strided_split_round_trips():
+  x = np.arange(24).reshape(12, 2)
+  parts = strided_split(x, 3)
+  assert parts.shape == (3, 4, 2) and (parts[1, :, 0] == x[1::3, 0]).all()
+  np.testing.assert_array_equal(strided_merge(parts), x)
+
+
+def test_rules_map_logical_axes_and_replicate_what_does_not_divide():
+  mesh = make_mesh(ml_collections.ConfigDict(dict(data=1, fsdp=1, tensor=1)))
+  assert sharding.spec_for((8, 4), ("embed", "mlp"), mesh, sharding.DEFAULT_RULES) == PartitionSpec(None, None)
+
+  class FakeMesh:
+    shape = {"data": 2, "fsdp": 4, "tensor": 2}
+  rules = sharding.DEFAULT_RULES
+  assert sharding.spec_for((384, 1536), ("embed", "mlp"), FakeMesh, rules) == PartitionSpec("fsdp", "tensor")
+  assert sharding.spec_for((30522, 384), ("vocab", "embed"), FakeMesh, rules) == PartitionSpec("tensor", "fsdp")
+  assert sharding.spec_for((2, 384), ("vocab", "embed"), FakeMesh, rules) == PartitionSpec("tensor", "fsdp")
+  assert sharding.spec_for((3, 6), ("vocab", "embed"), FakeMesh, rules) == PartitionSpec(None, None)
+  assert sharding.spec_for((8, 8), ("embed", "embed"), FakeMesh, rules) == PartitionSpec("fsdp", None)
+
+
+def test_mesh_sizes_fill_and_fail_clearly():
+  assert mesh_shape(dict(data=-1, fsdp=2, tensor=1), 8) == (4, 2, 1)
+  with pytest.raises(InputError, match="needs 4 devices; 8 are present"):
+    mesh_shape(dict(data=2, fsdp=2, tensor=1), 8)
+  with pytest.raises(InputError, match="do not split"):
+    mesh_shape(dict(data=-1, fsdp=3, tensor=1), 8)
+
+
+def test_no_weight_decay_on_norms_and_biases():
+  _, params = _builder()
+  mask = decay_mask(params)
+  assert mask["layers"][0]["query"]["kernel"] and mask["word_embeddings"]["embedding"]
+  assert not mask["layers"][0]["query"]["bias"] and not mask["embed_norm"]["scale"]
+
+
+def test_bad_training_rows_are_counted_not_silent(tmp_path):
+  data = tmp_path / "data"
+  (data / "qrels").mkdir(parents=True)
+  (data / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in (
+      {"_id": "d1", "title": "", "text": "one"}, {"_id": "d2", "title": "", "text": "two"},
+      {"_id": "d3", "title": "", "text": ""})))
+  (data / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in (
+      {"_id": "q1", "text": "first"}, {"_id": "q2", "text": "   "}, {"_id": "q3", "text": "third"},
+      {"_id": "q4", "text": "fourth"})))
+  (data / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td1\t1\nq3\td3\t1\nq4\td2\t0\n")
+  (tmp_path / "neg.jsonl").write_text('{"qid": "q1", "negatives": ["d2", "nope"]}\n{"qid": "q9", "negatives": []}\n')
+  built = examples.build(data, "train", tmp_path / "neg.jsonl")
+  assert [(r.qid, r.positives, r.negatives) for r in built.rows] == [("q1", ("d1",), ("d2",))]
+  assert built.skipped == {"empty_query": 1, "empty_positive": 1, "no_positive": 1, "unknown_negative_id": 1,
+                           "unknown_qid_in_candidates": 1}
+  assert built.summary().startswith("1 training rows; skipped 5")
+
+
+def test_candidates_file_errors_name_the_line(tmp_path):
+  path = tmp_path / "neg.jsonl"
+  path.write_text('{"qid": "q1", "negatives": ["d2"]}\n{"qid": "q2", "negatives": "d3"}\n')
+  with pytest.raises(InputError, match=r"neg\.jsonl:2: \"negatives\" must be a list"):
+    examples.read_candidates(path)
+  path.write_text('{"qid": "q1"}\n{"qid": "q1"}\n')
+  with pytest.raises(InputError, match=r"neg\.jsonl:2: duplicate qid 'q1'"):
+    examples.read_candidates(path)
+
+
+def test_mined_negatives_are_the_top_unjudged_documents(tmp_path):
+  from retrax.train import mining
+  from retrax.eval import beir
+  synthetic.write_limit_style(tmp_path / "data", num_people=20, num_attributes=30, train_fraction=0.5)
+  collection = beir.load_collection(tmp_path / "data", split="train")
+
+  class BagOfWords:  # a transparent scorer: shared lower-cased words
+    vocab = sorted({w for d in collection.corpus.values() for w in beir.document_text(d).lower().split()})
+
+    def _encode(self, texts, *_):
+      return np.array([[t.lower().split().count(w) for w in self.vocab] for t in texts], np.float32)
+    encode_documents = encode_queries = _encode
+
+  mining.mine_negatives(BagOfWords(), collection, tmp_path / "neg.jsonl", depth=3, skip_top=1, batch_size=8)
+  mined = examples.read_candidates(tmp_path / "neg.jsonl")
+  assert set(mined) == set(collection.qrels)
+  doc_ids = list(collection.corpus)
+  docs = BagOfWords()._encode([beir.document_text(collection.corpus[d]) for d in doc_ids])
+  for qid, entry in mined.items():
+    scores = docs @ BagOfWords()._encode([collection.queries[qid]])[0]
+    order = [doc_ids[i] for i in sorted(range(len(doc_ids)), key=lambda i: (-scores[i], i))
+             if doc_ids[i] not in collection.qrels[qid]]
+    assert entry["negatives"] == order[1:4]

@@ -1,0 +1,83 @@
+"""`python -m retrax.train` end to end: the tiny config, SIGTERM and exact resume, bad config."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import retrax
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def train_command(workdir, *overrides):
+  return [sys.executable, "-m", "retrax.train", "--config", str(REPO / "configs" / "tiny.py"),
+          "--workdir", str(workdir), "--config.progress=False", *overrides]
+
+
+def run_train(workdir, *overrides):
+  return subprocess.run(train_command(workdir, *overrides), capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def losses(workdir) -> dict[int, float]:
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return {r["step"]: r["loss"] for r in rows}
+
+
+def test_tiny_trains_then_loads_and_evaluates(tmp_path):
+  done = run_train(tmp_path / "w")
+  assert done.returncode == 0, done.stderr
+  rows = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == list(range(5, 61, 5))
+  assert {"step", "loss", "learning_rate", "grad_norm", "examples_per_s"} <= set(rows[0])
+  first, last = np.mean([r["loss"] for r in rows[:3]]), np.mean([r["loss"] for r in rows[-3:]])
+  assert last < first - 0.2, (first, last)
+  assert "training rows, none skipped" in done.stdout
+  assert list((tmp_path / "w" / "tensorboard").glob("events.out.tfevents.*"))
+
+  model = retrax.load(tmp_path / "w")
+  assert model.encode_queries(["Who likes Neon Kites?"]).shape == (1, 32)
+  evaluated = subprocess.run(
+      [sys.executable, "-m", "retrax.eval", "--config", str(REPO / "configs" / "eval.py"),
+       f"--config.model={tmp_path / 'w'}", f"--config.data={tmp_path / 'w' / 'data'}", "--config.progress=False",
+       "--workdir", str(tmp_path / "eval")], capture_output=True, text=True, cwd=REPO, timeout=600)
+  assert evaluated.returncode == 0, evaluated.stderr
+  assert json.loads((tmp_path / "eval" / "results.json").read_text())["R@10"] > 0.3  # random init: ~0.03
+
+
+def test_sigterm_then_resume_continues_exactly(tmp_path):
+  common = ("--config.total_steps=30", "--config.log_every=1", "--config.checkpoint_every=1000")
+  assert run_train(tmp_path / "straight", *common).returncode == 0
+  proc = subprocess.Popen(train_command(tmp_path / "cut", *common), cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  metrics = tmp_path / "cut" / "metrics.jsonl"
+  deadline = time.time() + 300
+  while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 8):
+    assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=300)
+  assert proc.returncode == 0, stderr
+  stopped = max(losses(tmp_path / "cut"))
+  assert 8 <= stopped < 30 and "SIGTERM" in stderr
+  assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir() if p.name.isdigit()) == [str(stopped)]
+
+  resumed = run_train(tmp_path / "cut", *common)
+  assert resumed.returncode == 0, resumed.stderr
+  assert f"resumed from step {stopped}" in resumed.stderr
+  straight, cut = losses(tmp_path / "straight"), losses(tmp_path / "cut")
+  assert sorted(cut) == list(range(1, 31))
+  for step in range(1, 31):
+    assert abs(cut[step] - straight[step]) <= 1e-6 * abs(straight[step]), step
+
+
+def test_bad_config_is_one_line_error(tmp_path):
+  for override, expected in (("--config.batchsize=8", "batchsize"), ("--config.loss.name=nope", "config.loss.name"),
+                             ("--config.mesh.data=3", "config.mesh")):
+    done = run_train(tmp_path / "w", override)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], done.stderr

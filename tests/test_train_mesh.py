@@ -1,0 +1,88 @@
+"""Sharded training: the same losses on 1 device, on 8-device meshes and on two processes; checkpoints
+that move between meshes. Each run is a subprocess, since the device count is fixed at JAX start-up."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+STEPS = ("--config.total_steps=20", "--config.log_every=1", "--config.checkpoint_every=10", "--config.progress=False")
+MESHES = ((8, 1, 1), (2, 4, 1), (2, 2, 2))
+
+
+def run(workdir, *overrides, devices=1, extra_env=None):
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+             **(extra_env or {}))
+  cmd = [sys.executable, "-m", "retrax.train", "--config", str(REPO / "configs" / "tiny.py"),
+         "--workdir", str(workdir), f"--config.data.path={workdir.parent / 'data'}", *STEPS, *overrides]
+  return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(*procs):
+  for proc in procs:
+    _, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stderr
+
+
+def losses(workdir) -> dict[int, float]:
+  return {r["step"]: r["loss"] for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())}
+
+
+def mesh_flags(shape):
+  return [f"--config.mesh.{axis}={size}" for axis, size in zip(("data", "fsdp", "tensor"), shape)]
+
+
+def assert_same(ours, reference, steps):
+  for step in steps:
+    assert abs(ours[step] - reference[step]) <= 1e-4 * abs(reference[step]), (step, ours[step], reference[step])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """Tiny data, and 20 steps on one device."""
+  root = tmp_path_factory.mktemp("mesh")
+  from retrax.eval import synthetic
+  synthetic.write_limit_style(root / "data", num_people=300, num_attributes=600, train_fraction=0.8)
+  finish(run(root / "one"))
+  return root
+
+
+@pytest.mark.parametrize("shape", MESHES, ids=lambda s: "x".join(map(str, s)))
+def test_meshes_give_the_losses_of_one_device(reference, shape):
+  workdir = reference / ("mesh" + "x".join(map(str, shape)))
+  finish(run(workdir, *mesh_flags(shape), devices=8))
+  assert_same(losses(workdir), losses(reference / "one"), range(1, 21))
+
+
+def _rewind(source, target, step):
+  """A copy of a workdir whose checkpoints stop at `step`."""
+  shutil.copytree(source, target)
+  for path in (target / "checkpoints").iterdir():
+    if path.name.isdigit() and int(path.name) > step:
+      shutil.rmtree(path)
+
+
+def test_checkpoint_moves_from_8_devices_to_1_and_back(reference):
+  eight = reference / "mesh2x2x2"
+  if not eight.exists():
+    finish(run(eight, *mesh_flags((2, 2, 2)), devices=8))
+  _rewind(eight, reference / "to_one", 10)
+  _rewind(reference / "one", reference / "to_eight", 10)
+  finish(run(reference / "to_one"), run(reference / "to_eight", *mesh_flags((2, 2, 2)), devices=8))
+  for workdir in (reference / "to_one", reference / "to_eight"):
+    assert_same(losses(workdir), losses(reference / "one"), range(1, 21))
+
+
+def test_two_processes_give_the_losses_of_one(reference):
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  procs = [run(reference / "two_hosts", f"--config.distributed.coordinator_address=localhost:{port}",
+               "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}", devices=2)
+           for i in range(2)]
+  finish(*procs)
+  assert_same(losses(reference / "two_hosts"), losses(reference / "one"), range(1, 21))

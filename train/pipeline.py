@@ -1,0 +1,111 @@
+"""A grain pipeline from training rows to fixed-width token batches for this host.
+
+rows → shuffle (reshuffled each epoch) → repeat → sample negatives (an RNG seeded by the
+position in the global stream, so the stream is a pure function of the seed) → this host's
+rows → batch → tokenize. Every host takes every `process_count`-th row, so the hosts' local
+batches together make the global batch. Batches are padded to the full query and document
+lengths here; `trim` cuts them to a length bucket in the loop.
+
+A batch holds, for b rows and C = num_positives + num_negatives candidates:
+  query_ids, query_mask [b, Lq]; doc_ids, doc_mask [b, C, Ld];
+  labels [b, C] (grades, or teacher scores), candidate_mask [b, C];
+  doc_index [b, C] and query_positives [b, K]: corpus positions (−1 pads), which
+  objective.candidate_targets uses to keep relevant documents out of in-batch negatives.
+"""
+import grain
+import numpy as np
+import tokenizers
+
+from ..errors import InputError
+from ..eval import beir
+
+
+class Tokenize:
+  """Texts → int32 ids and mask [n, max_length], right padded, truncated to max_length."""
+
+  def __init__(self, tokenizer: tokenizers.Tokenizer, max_length: int, pad_id: int):
+    self.tokenizer = tokenizers.Tokenizer.from_str(tokenizer.to_str())
+    self.tokenizer.no_padding()
+    self.tokenizer.enable_truncation(max_length)
+    self.max_length, self.pad_id = max_length, pad_id
+
+  def __call__(self, texts):
+    ids = np.full((len(texts), self.max_length), self.pad_id, np.int32)
+    mask = np.zeros((len(texts), self.max_length), np.int32)
+    for row, enc in enumerate(self.tokenizer.encode_batch(list(texts))):
+      ids[row, :len(enc.ids)] = enc.ids
+      mask[row, :len(enc.ids)] = 1
+    return ids, mask
+
+
+class Pipeline:
+
+  def __init__(self, training_set, tokenizer, pad_id: int, data_config, settings, *, seed: int,
+               global_batch: int, process_index: int = 0, process_count: int = 1):
+    if global_batch % process_count:
+      raise InputError("config.batch_size", f"{global_batch} is not a multiple of the {process_count} hosts")
+    corpus = training_set.collection.corpus
+    self.doc_ids = list(corpus)
+    self.doc_position = {d: i for i, d in enumerate(self.doc_ids)}
+    self.doc_texts = [settings.document_prompt + beir.document_text(corpus[d]) for d in self.doc_ids]
+    self.queries = {q: settings.query_prompt + t for q, t in training_set.collection.queries.items()}
+    self.qrels = training_set.collection.qrels
+    self.rows = training_set.rows
+    self.num_positives, self.num_negatives = data_config.num_positives, data_config.num_negatives
+    self.max_query_positives = max(sum(g > 0 for g in j.values()) for j in self.qrels.values())
+    self.tokenize_queries = Tokenize(tokenizer, data_config.query_max_len, pad_id)
+    self.tokenize_docs = Tokenize(tokenizer, data_config.doc_max_len, pad_id)
+    local_batch = global_batch // process_count
+    self.dataset = (grain.MapDataset.source(self.rows).shuffle(seed=seed).repeat()
+                    .random_map(self.sample, seed=seed)
+                    [process_index::process_count]
+                    .batch(local_batch, drop_remainder=True, batch_fn=self.collate))
+
+  def sample(self, row, rng: np.random.Generator) -> dict:
+    """One row's candidates: its positives, then negatives drawn from its pool without replacement."""
+    take = min(self.num_negatives, len(row.negatives))
+    negatives = [row.negatives[i] for i in sorted(rng.choice(len(row.negatives), take, replace=False))]
+    candidates = list(row.positives) + [None] * (self.num_positives - len(row.positives))
+    candidates += negatives + [None] * (self.num_negatives - take)
+    judged = self.qrels[row.qid]
+    if row.teacher is not None:
+      labels = [row.teacher[d] if d else 0.0 for d in candidates]
+    else:
+      labels = [float(judged.get(d, 0)) if d else 0.0 for d in candidates]
+    positives = [self.doc_position[d] for d, g in judged.items() if g > 0 and d in self.doc_position]
+    return {
+        "query": self.queries[row.qid],
+        "docs": [self.doc_texts[self.doc_position[d]] if d else "" for d in candidates],
+        "labels": np.asarray(labels, np.float32),
+        "candidate_mask": np.asarray([d is not None for d in candidates]),
+        "doc_index": np.asarray([self.doc_position[d] if d else -1 for d in candidates], np.int32),
+        "query_positives": np.asarray(positives + [-1] * (self.max_query_positives - len(positives)), np.int32),
+    }
+
+  def collate(self, samples: list[dict]) -> dict:
+    """Samples → one batch of token arrays."""
+    query_ids, query_mask = self.tokenize_queries([s["query"] for s in samples])
+    doc_ids, doc_mask = self.tokenize_docs([t for s in samples for t in s["docs"]])
+    b = len(samples)
+    return {
+        "query_ids": query_ids, "query_mask": query_mask,
+        "doc_ids": doc_ids.reshape(b, -1, doc_ids.shape[-1]), "doc_mask": doc_mask.reshape(b, -1, doc_mask.shape[-1]),
+        **{k: np.stack([s[k] for s in samples]) for k in ("labels", "candidate_mask", "doc_index", "query_positives")},
+    }
+
+
+def bucket(length: int, buckets) -> int:
+  return next(b for b in sorted(buckets) if b >= length)
+
+
+def needed_lengths(batch) -> tuple[int, int]:
+  return int(batch["query_mask"].sum(-1).max()), int(batch["doc_mask"].sum(-1).max())
+
+
+def trim(batch: dict, query_length: int, doc_length: int) -> dict:
+  out = dict(batch)
+  for k in ("query_ids", "query_mask"):
+    out[k] = batch[k][..., :query_length]
+  for k in ("doc_ids", "doc_mask"):
+    out[k] = batch[k][..., :doc_length]
+  return out

@@ -1,0 +1,101 @@
+"""The pure train step: (state, batch, key) → (state, metrics), jitted over sharded global arrays.
+
+Gradients come one of three ways, all equal up to float rounding:
+  - plain backprop through the whole batch;
+  - accumulation over `accumulate` micro-batches (each with its own in-batch negatives);
+  - GradCache (Gao et al., 2021, "Scaling Deep Contrastive Learning Batch Size under Memory
+    Limited Setup"): embed the batch in chunks without keeping activations, take the loss
+    and ∂L/∂embeddings on the full batch, then re-run each chunk under jax.vjp with those
+    cotangents, so activation memory is one chunk's while negatives span the whole batch.
+Micro-batches and chunks take every k-th row, so each holds rows from every device.
+"""
+import dataclasses
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from ..models.dense import embed
+from . import objective
+
+
+@flax.struct.dataclass
+class TrainState:
+  params: Any
+  opt_state: Any
+  step: jax.Array
+
+
+def strided_split(tree, k: int):
+  """Leading dim B → [k, B/k]; part i holds rows i, i+k, i+2k, …"""
+  return jax.tree.map(lambda x: x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1), tree)
+
+
+def strided_merge(tree):
+  return jax.tree.map(lambda x: x.swapaxes(0, 1).reshape(-1, *x.shape[2:]), tree)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepBuilder:
+  graphdef: Any
+  settings: Any               # the retriever's SentenceConfig (pooling, normalisation)
+  loss: Callable              # objective.loss_fn(config.loss)
+  in_batch: bool
+  optimizer: optax.GradientTransformation
+  accumulate: int = 1
+  grad_cache_chunks: int = 0  # 0: off; else the number of chunks
+
+  def embed(self, params, ids, mask):
+    return embed(nnx.merge(self.graphdef, params), self.settings, ids, mask)
+
+  def embeddings(self, params, batch):
+    """q [B, d] and d [B, C, d] for a batch."""
+    b, c, l = batch["doc_ids"].shape
+    q = self.embed(params, batch["query_ids"], batch["query_mask"])
+    d = self.embed(params, batch["doc_ids"].reshape(b * c, l), batch["doc_mask"].reshape(b * c, l))
+    return q, d.reshape(b, c, -1)
+
+  def objective(self, q, d, batch, key):
+    scores = objective.candidate_scores(q, d, self.in_batch)
+    labels, mask = objective.candidate_targets(batch, self.in_batch)
+    return self.loss(scores, labels, mask, key)
+
+  def batch_loss(self, params, batch, key):
+    return self.objective(*self.embeddings(params, batch), batch, key)
+
+  def plain_grads(self, params, batch, key):
+    if self.accumulate == 1:
+      return jax.value_and_grad(self.batch_loss)(params, batch, key)
+
+    def micro(carry, part):
+      loss, grads = jax.value_and_grad(self.batch_loss)(params, part, key)
+      return jax.tree.map(jnp.add, carry, (loss, grads)), None
+    zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+    total, _ = jax.lax.scan(micro, zero, strided_split(batch, self.accumulate))
+    return jax.tree.map(lambda x: x / self.accumulate, total)
+
+  def grad_cache_grads(self, params, batch, key):
+    tokens = ("query_ids", "query_mask", "doc_ids", "doc_mask")
+    chunks = strided_split({k: batch[k] for k in tokens}, self.grad_cache_chunks)
+    q, d = strided_merge(jax.lax.map(lambda part: self.embeddings(params, part), chunks))
+    loss, (gq, gd) = jax.value_and_grad(self.objective, argnums=(0, 1))(q, d, batch, key)
+
+    def backward(grads, part):
+      part_tokens, cotangent = part
+      _, vjp = jax.vjp(lambda p: self.embeddings(p, part_tokens), params)
+      return jax.tree.map(jnp.add, grads, vjp(cotangent)[0]), None
+    cotangents = strided_split((gq, gd), self.grad_cache_chunks)
+    grads, _ = jax.lax.scan(backward, jax.tree.map(jnp.zeros_like, params), (chunks, cotangents))
+    return loss, grads
+
+  def __call__(self, state: TrainState, batch, key):
+    key = jax.random.fold_in(key, state.step)
+    grads_fn = self.grad_cache_grads if self.grad_cache_chunks else self.plain_grads
+    loss, grads = grads_fn(state.params, batch, key)
+    updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    return TrainState(params, opt_state, state.step + 1), metrics

@@ -1,0 +1,161 @@
+"""The training loop: one flat function, the same on one CPU, one GPU or every host of a TPU slice.
+
+  retriever + training rows → grain pipeline → global sharded batch → jitted step → orbax
+
+On SIGTERM it saves and exits cleanly; on restart it resumes from the latest complete
+checkpoint, data iterator included, so the losses continue exactly.
+"""
+import logging
+import pathlib
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
+
+from ..errors import InputError
+from ..models import checkpoint as retriever_checkpoint
+from . import distributed, examples, mining, sharding
+from .checkpoints import Checkpointer
+from .mesh import make_mesh
+from .metric_writer import MetricWriter
+from .model_setup import build_retriever, data_folder
+from .objective import loss_fn
+from .optimizer import make_optimizer, schedule
+from .pipeline import Pipeline, bucket, needed_lengths, trim
+from .step import StepBuilder, TrainState
+
+
+class StopSignal:
+  """Set by SIGTERM; agreed on by every host before anyone acts on it."""
+
+  def __init__(self):
+    self.received = False
+    signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.received = True
+
+  def agreed(self) -> bool:
+    if jax.process_count() == 1:
+      return self.received
+    return bool(multihost_utils.process_allgather(np.int32(self.received)).max())
+
+
+def default_buckets(max_length: int) -> tuple[int, ...]:
+  return tuple(sorted({max(max_length // 4, 1), max(max_length // 2, 1), max_length}))
+
+
+def global_batch(batch, mesh, rules, data_config) -> dict:
+  """Trims this host's batch to a length bucket that every host agrees on, then makes global arrays."""
+  lengths = np.asarray(needed_lengths(batch), np.int32)
+  if jax.process_count() > 1:
+    lengths = multihost_utils.process_allgather(lengths).max(0)
+  batch = trim(batch, bucket(lengths[0], data_config.query_buckets or default_buckets(data_config.query_max_len)),
+               bucket(lengths[1], data_config.doc_buckets or default_buckets(data_config.doc_max_len)))
+  return {k: jax.make_array_from_process_local_data(sharding.batch_sharding(mesh, rules, v.ndim), v)
+          for k, v in batch.items()}
+
+
+def initial_state(params, optimizer, mesh, rules, param_state) -> TrainState:
+  replicated = NamedSharding(mesh, PartitionSpec())
+  param_shardings = sharding.param_shardings(param_state, mesh, rules)
+  params = jax.device_put(params, param_shardings)
+  opt_shardings = optax.tree_map_params(
+      optimizer, lambda _, s: s, jax.eval_shape(optimizer.init, params), param_shardings,
+      transform_non_params=lambda _: replicated, is_leaf=lambda x: isinstance(x, NamedSharding))
+  opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
+  return TrainState(params, opt_state, jax.device_put(jnp.zeros((), jnp.int32), replicated))
+
+
+def check_batch(config, mesh):
+  rows_axis = mesh.shape["data"] * mesh.shape["fsdp"]
+  parts = max(config.accumulate_steps, config.grad_cache_chunks, 1)
+  if config.batch_size % (parts * rows_axis):
+    raise InputError("config.batch_size", f"{config.batch_size} must be a multiple of accumulate_steps or "
+                     f"grad_cache_chunks ({parts}) × mesh data·fsdp ({rows_axis})")
+  if config.accumulate_steps > 1 and config.grad_cache_chunks:
+    raise InputError("config", "use accumulate_steps or grad_cache_chunks, not both")
+
+
+def train(config, workdir) -> TrainState:
+  workdir = pathlib.Path(workdir)
+  distributed.initialize(config.distributed)
+  is_main = jax.process_index() == 0
+  mesh = make_mesh(config.mesh)
+  rules = tuple(tuple(r) for r in config.sharding_rules)
+  check_batch(config, mesh)
+  loss = loss_fn(config.loss)
+  optimizer = make_optimizer(config)
+  workdir.mkdir(parents=True, exist_ok=True)
+
+  folder = data_folder(config.data, workdir)
+  retriever = build_retriever(config.model, folder, config.data.split, config.dtype, seed=config.seed)
+  candidates = config.data.candidates
+  if config.data.mine.enabled and not candidates:
+    candidates = workdir / "negatives.jsonl"
+    if not candidates.is_file():
+      mining.mine_negatives(retriever, examples.build(folder, config.data.split).collection, candidates,
+                            depth=config.data.mine.depth, skip_top=config.data.mine.skip_top,
+                            batch_size=config.data.mine.batch_size, show_progress=config.progress and is_main)
+  training_set = examples.build(folder, config.data.split, candidates or None, config.data.num_positives)
+  if is_main:
+    retriever_checkpoint.write_manifest(retriever, workdir)
+
+  pipeline = Pipeline(training_set, retriever.batcher.tokenizer, retriever.batcher.pad_id, config.data,
+                      retriever.settings, seed=config.seed, global_batch=config.batch_size,
+                      process_index=jax.process_index(), process_count=jax.process_count())
+  lr_schedule = schedule(config)
+  builder = StepBuilder(retriever.graphdef, retriever.settings, loss, config.loss.in_batch_negatives,
+                        optimizer, config.accumulate_steps, config.grad_cache_chunks)
+  state = initial_state(jax.tree.map(np.asarray, nnx.to_pure_dict(retriever.params)), optimizer, mesh, rules,
+                        retriever.params)
+  state_shardings = jax.tree.map(lambda x: x.sharding, state)
+  step_fn = jax.jit(builder, out_shardings=(state_shardings, NamedSharding(mesh, PartitionSpec())),
+                    donate_argnums=0)
+
+  checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
+  iterator = pipeline.dataset.to_iter_dataset()
+  data_iter = iter(iterator)
+  if checkpointer.latest_step() is not None:
+    state, data_state = checkpointer.restore(state)
+    data_iter.set_state(data_state)
+    logging.warning("resumed from step %d", int(state.step))
+  start = int(state.step)
+  writer = MetricWriter(workdir, resume_step=start, enabled=is_main)
+  stop = StopSignal()
+  key = jax.random.key(config.seed)
+  bar = tqdm(total=config.total_steps, initial=start, disable=not (config.progress and is_main), unit="step")
+  window_start, window_examples = time.perf_counter(), 0
+  for step in range(start, config.total_steps):
+    batch = global_batch(next(data_iter), mesh, rules, config.data)
+    state, metrics = step_fn(state, batch, key)
+    window_examples += config.batch_size
+    done = step + 1
+    if done % config.log_every == 0 or done == config.total_steps:
+      metrics = jax.device_get(metrics)
+      elapsed = time.perf_counter() - window_start
+      writer.write(done, {**metrics, "learning_rate": lr_schedule(step), "examples_per_s": window_examples / elapsed})
+      bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+      window_start, window_examples = time.perf_counter(), 0
+    bar.update(1)
+    stopping = stop.agreed()
+    if done % config.checkpoint_every == 0 or done == config.total_steps or stopping:
+      checkpointer.save(state, data_iter.get_state(), config)
+    if stopping:
+      logging.warning("SIGTERM: saved step %d, exiting", done)
+      break
+  bar.close()
+  checkpointer.wait()
+  checkpointer.close()
+  writer.close()
+  if is_main:
+    print(training_set.summary())
+  return state
