@@ -37,12 +37,17 @@ def _search(config, doc_emb, query_emb, doc_ids, fingerprint):
 
 
 def evaluate(config, workdir) -> dict[str, float]:
-  """Writes workdir/results.json and workdir/run.trec; returns the metrics."""
+  """Loads config.model and evaluates it; see evaluate_retriever."""
+  overrides = {} if config.max_length is None else {"max_length": config.max_length}
+  retriever = load(config.model or minilm_path(), dtype=jnp.dtype(config.dtype), **overrides)
+  return evaluate_retriever(retriever, config, workdir)
+
+
+def evaluate_retriever(retriever, config, workdir) -> dict[str, float]:
+  """Encodes, indexes, searches and scores config.data's split; writes workdir/results.json and run.trec."""
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   collection = beir.load_collection(_data_folder(config, workdir), split=config.split)
-  overrides = {} if config.max_length is None else {"max_length": config.max_length}
-  retriever = load(config.model or minilm_path(), dtype=jnp.dtype(config.dtype), **overrides)
   doc_ids = list(collection.corpus)
   qids = list(collection.queries)
   logging.info("encoding %d documents and %d queries", len(doc_ids), len(qids))
@@ -50,7 +55,8 @@ def evaluate(config, workdir) -> dict[str, float]:
                                        config.batch_size, config.progress)
   query_emb = retriever.encode_queries([collection.queries[q] for q in qids], config.batch_size, config.progress)
   indices, scores = _search(config, doc_emb, query_emb, doc_ids, retriever.fingerprint())
-  run = {q: {doc_ids[i]: float(s) for i, s in zip(row, srow)} for q, row, srow in zip(qids, indices, scores)}
+  run = {q: {doc_ids[i]: float(s) for i, s in zip(row, srow) if i >= 0}  # −1: a slot ScaNN could not fill
+         for q, row, srow in zip(qids, indices, scores)}
   results = metrics.compute(collection.qrels, run, config.measures)
   trec.write_run(workdir / "run.trec", run, tag="retrax")
   write_atomic(workdir / "results.json", json.dumps(results, indent=2))
