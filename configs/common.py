@@ -2,6 +2,7 @@
 import ml_collections
 from ml_collections import config_dict
 
+from retrax.configs import eval as eval_config
 from retrax.train.sharding import DEFAULT_RULES
 
 
@@ -22,6 +23,8 @@ def train_config() -> ml_collections.ConfigDict:
   c.log_every = 10
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
+  c.best_metric = ""                     # e.g. "nDCG@10": keep the best checkpoints by periodic eval
+  c.best_mode = "max"
   c.progress = True
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
@@ -54,4 +57,8 @@ def train_config() -> ml_collections.ConfigDict:
   c.data.query_buckets = ()              # () = (max/4, max/2, max)
   c.data.doc_buckets = ()
   c.data.mine = ml_collections.ConfigDict(dict(enabled=False, depth=30, skip_top=0, batch_size=64))
+
+  c.eval = eval_config.get_config()      # periodic evaluation of the model being trained:
+  c.eval.every = 0                       # every N steps (0: never); eval.model and eval.dtype are unused
+  c.eval.progress = False
   return c

@@ -81,3 +81,16 @@ def test_bad_config_is_one_line_error(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], done.stderr
+
+
+def test_periodic_eval_keeps_the_best_checkpoint(tmp_path):
+  done = run_train(tmp_path / "w", "--config.eval.every=30", "--config.eval.index.kind=exact",
+                   "--config.best_metric=nDCG@10", "--config.best_mode=min", "--config.keep_checkpoints=1")
+  assert done.returncode == 0, done.stderr
+  rows = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+  evaluated = {r["step"]: r["eval/nDCG@10"] for r in rows if "eval/nDCG@10" in r}
+  assert sorted(evaluated) == [30, 60]
+  worst = min(evaluated, key=evaluated.get)
+  assert [p.name for p in (tmp_path / "w" / "checkpoints").iterdir() if p.name.isdigit()] == [str(worst)]
+  results = json.loads((tmp_path / "w" / "eval" / str(worst) / "results.json").read_text())
+  assert results["nDCG@10"] == evaluated[worst]

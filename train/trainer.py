@@ -20,6 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..eval.driver import evaluate_retriever
 from ..models import checkpoint as retriever_checkpoint
 from . import distributed, examples, mining, sharding
 from .checkpoints import Checkpointer
@@ -75,14 +76,33 @@ def initial_state(params, optimizer, mesh, rules, param_state) -> TrainState:
   return TrainState(params, opt_state, jax.device_put(jnp.zeros((), jnp.int32), replicated))
 
 
-def check_batch(config, mesh):
+def check_config(config, mesh):
   rows_axis = mesh.shape["data"] * mesh.shape["fsdp"]
   parts = max(config.accumulate_steps, config.grad_cache_chunks, 1)
   if config.batch_size % (parts * rows_axis):
     raise InputError("config.batch_size", f"{config.batch_size} must be a multiple of accumulate_steps or "
                      f"grad_cache_chunks ({parts}) × mesh data·fsdp ({rows_axis})")
+  if config.best_metric and not (config.eval.every and config.best_metric in config.eval.measures):
+    raise InputError("config.best_metric", f"{config.best_metric!r} needs config.eval.every > 0 and to be one of "
+                     f"config.eval.measures {tuple(config.eval.measures)}")
   if config.accumulate_steps > 1 and config.grad_cache_chunks:
     raise InputError("config", "use accumulate_steps or grad_cache_chunks, not both")
+
+
+def evaluate_params(retriever, params, config, workdir, step) -> dict:
+  """Process 0 evaluates the current parameters (gathered to every host) through the eval driver.
+
+  `config` is config.eval; its data defaults to the training collection (its config.eval.split).
+  """
+  host_params = multihost_utils.process_allgather(params, tiled=True)
+  results = {}
+  if jax.process_index() == 0:
+    results = evaluate_retriever(retriever.with_params(host_params), config, workdir / "eval" / str(step))
+  if jax.process_count() > 1:
+    names = list(config.measures)
+    values = multihost_utils.broadcast_one_to_all(np.asarray([results.get(n, 0.0) for n in names], np.float64))
+    results = dict(zip(names, map(float, values)))
+  return results
 
 
 def train(config, workdir) -> TrainState:
@@ -91,7 +111,7 @@ def train(config, workdir) -> TrainState:
   is_main = jax.process_index() == 0
   mesh = make_mesh(config.mesh)
   rules = tuple(tuple(r) for r in config.sharding_rules)
-  check_batch(config, mesh)
+  check_config(config, mesh)
   loss = loss_fn(config.loss)
   optimizer = make_optimizer(config)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +141,10 @@ def train(config, workdir) -> TrainState:
   step_fn = jax.jit(builder, out_shardings=(state_shardings, NamedSharding(mesh, PartitionSpec())),
                     donate_argnums=0)
 
-  checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
+  eval_config = config.eval.copy_and_resolve_references()
+  eval_config.data = eval_config.data or str(folder)
+  checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints, best_metric=config.best_metric or None,
+                              best_mode=config.best_mode)
   iterator = pipeline.dataset.to_iter_dataset()
   data_iter = iter(iterator)
   if checkpointer.latest_step() is not None:
@@ -146,9 +169,13 @@ def train(config, workdir) -> TrainState:
       bar.set_postfix(loss=f"{metrics['loss']:.4f}")
       window_start, window_examples = time.perf_counter(), 0
     bar.update(1)
+    evaluated = None
+    if config.eval.every and (done % config.eval.every == 0 or done == config.total_steps):
+      evaluated = evaluate_params(retriever, state.params, eval_config, workdir, done)
+      writer.write(done, {f"eval/{k}": v for k, v in evaluated.items()})
     stopping = stop.agreed()
-    if done % config.checkpoint_every == 0 or done == config.total_steps or stopping:
-      checkpointer.save(state, data_iter.get_state(), config)
+    if done % config.checkpoint_every == 0 or done == config.total_steps or stopping or evaluated:
+      checkpointer.save(state, data_iter.get_state(), config, metrics=evaluated)
     if stopping:
       logging.warning("SIGTERM: saved step %d, exiting", done)
       break
