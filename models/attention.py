@@ -1,4 +1,5 @@
 """Scaled dot-product attention shared by the encoder backbones."""
+import jax
 import jax.numpy as jnp
 
 
@@ -12,6 +13,6 @@ def attention(q, k, v, mask):
   q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))
   scores = (q @ k.swapaxes(-1, -2)).astype(jnp.float32) / jnp.sqrt(q.shape[-1]).astype(jnp.float32)
   scores = jnp.where(mask[:, None], scores, jnp.finfo(jnp.float32).min)
-  e = jnp.exp(scores - scores.max(-1, keepdims=True))
+  e = jnp.exp(scores - jax.lax.stop_gradient(scores.max(-1, keepdims=True)))
   out = (e.astype(v.dtype) @ v).astype(jnp.float32) / e.sum(-1, keepdims=True)
   return out.astype(v.dtype).transpose(0, 2, 1, 3)

@@ -56,10 +56,9 @@ class Pipeline:
     self.tokenize_queries = Tokenize(tokenizer, data_config.query_max_len, pad_id)
     self.tokenize_docs = Tokenize(tokenizer, data_config.doc_max_len, pad_id)
     local_batch = global_batch // process_count
-    self.dataset = (grain.MapDataset.source(self.rows).shuffle(seed=seed).repeat()
-                    .random_map(self.sample, seed=seed)
-                    [process_index::process_count]
-                    .batch(local_batch, drop_remainder=True, batch_fn=self.collate))
+    self.samples = grain.MapDataset.source(self.rows).shuffle(seed=seed).repeat().random_map(self.sample, seed=seed)
+    self.dataset = self.samples[process_index::process_count].batch(local_batch, drop_remainder=True,
+                                                                     batch_fn=self.collate)
 
   def sample(self, row, rng: np.random.Generator) -> dict:
     """One row's candidates: its positives, then negatives drawn from its pool without replacement."""
