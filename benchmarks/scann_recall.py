@@ -11,8 +11,6 @@ queries, each with --query-copies perturbed copies. Prints one markdown row per 
 build seconds, queries per second (after a warm-up call), recall@k against exact search.
 """
 import argparse
-import gzip
-import json
 import pathlib
 import sys
 import time
@@ -20,22 +18,13 @@ import time
 import numpy as np
 
 import retrax
+from retrax.eval import beir
 from retrax.index.exact import ExactIndex
 from retrax.index.scann_index import MODES, ScannIndex
 from retrax.models.wheel import minilm_path
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCIFACT = ROOT.parent / "shared" / "data" / "beir-scifact"
-
-
-def read_scifact(folder):
-  """(document texts, test query texts) in file order; title and text joined by a space."""
-  with gzip.open(folder / "corpus.jsonl.gz", "rt") as f:
-    docs = [(d["title"] + " " + d["text"]).strip() for d in map(json.loads, f)]
-  test = {line.split("\t")[0] for line in (folder / "qrels" / "test.tsv").read_text().splitlines()[1:] if line}
-  with open(folder / "queries.jsonl") as f:
-    queries = [q["text"] for q in map(json.loads, f) if q["_id"] in test]
-  return docs, queries
 
 
 def embeddings(cache: pathlib.Path):
@@ -45,7 +34,9 @@ def embeddings(cache: pathlib.Path):
     stored = np.load(cache)
     if str(stored["fingerprint"]) == model.fingerprint():
       return stored["documents"], stored["queries"]
-  docs, queries = read_scifact(SCIFACT)
+  collection = beir.load_collection(SCIFACT, split="test")
+  docs = [beir.document_text(d) for d in collection.corpus.values()]
+  queries = list(collection.queries.values())
   print(f"encoding {len(docs)} documents and {len(queries)} queries (cached at {cache})", file=sys.stderr)
   doc_emb = model.encode_documents(docs, batch_size=32, show_progress_bar=True)
   query_emb = model.encode_queries(queries, batch_size=32)

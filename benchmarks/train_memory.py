@@ -22,7 +22,6 @@ if __name__ == "__main__":
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -33,8 +32,7 @@ from retrax.train import sharding
 from retrax.train.mesh import make_mesh
 from retrax.train.objective import loss_fn
 from retrax.train.optimizer import make_optimizer
-from retrax.train.step import StepBuilder
-from retrax.train.trainer import initial_state
+from retrax.train.step import StepBuilder, initial_state
 
 GIB = 2 ** 30
 

@@ -26,9 +26,8 @@ from retrax.models.wheel import minilm_path
 from retrax.train import examples
 from retrax.train.optimizer import make_optimizer
 from retrax.train.objective import loss_fn
-from retrax.train.pipeline import Pipeline, needed_lengths, trim, bucket
+from retrax.train.pipeline import Pipeline, bucket, default_buckets, needed_lengths, trim
 from retrax.train.step import StepBuilder, TrainState
-from retrax.train.trainer import default_buckets
 
 from encode import encoder_flops, matmul_peaks
 

@@ -10,7 +10,7 @@ from ..index.exact import ExactIndex
 from ..index.scann_index import ScannIndex
 from ..models.load import load
 from ..models.wheel import minilm_path
-from ..models.hf import write_atomic
+from ..files import write_atomic
 from . import beir, metrics, synthetic, trec
 
 SCANN_KEYS = ("mode", "num_leaves", "num_leaves_to_search", "reorder_k")

@@ -11,7 +11,6 @@ import os
 import pathlib
 import random
 import shutil
-import tempfile
 
 FIRST_NAMES = (
     "Abel", "Bianca", "Cyrus", "Delphine", "Emeric", "Fiona", "Gideon", "Hollis", "Imogen", "Jasper",
@@ -89,7 +88,7 @@ def write_limit_style(folder, num_people: int = 46, num_attributes: int = 1000, 
   One document per person ("<Name> likes <a>, ... and <z>."), one query per attribute
   ("Who likes <x>?") with grade 1 for the two people who like it. With train_fraction > 0,
   that share of the queries goes to qrels/train.tsv instead. Deterministic in `seed`;
-  written into a `<folder>.partial-*` folder, then renamed, so an interrupted write leaves no `folder`.
+  written into `<folder>.partial-<pid>`, then renamed, so an interrupted write leaves no `folder`.
   """
   _check(num_people, num_attributes)
   folder = pathlib.Path(folder)
@@ -106,8 +105,9 @@ def write_limit_style(folder, num_people: int = 46, num_attributes: int = 1000, 
   for liked in likes:
     rng.shuffle(liked)
   folder.parent.mkdir(parents=True, exist_ok=True)
-  partial = pathlib.Path(tempfile.mkdtemp(prefix=folder.name + ".partial-", dir=folder.parent))
-  (partial / "qrels").mkdir()
+  partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+  shutil.rmtree(partial, ignore_errors=True)
+  (partial / "qrels").mkdir(parents=True)
   (partial / "corpus.jsonl").write_text(_jsonl(
       {"_id": f"person_{i}", "title": "", "text": _sentence(names[i], likes[i])} for i in range(num_people)))
   (partial / "queries.jsonl").write_text(_jsonl(

@@ -3,7 +3,7 @@ import logging
 import re
 
 from ..errors import InputError
-from ..models.hf import write_atomic
+from ..files import write_atomic
 from .beir import numbered_lines
 
 WHITESPACE = re.compile(r"\s+")

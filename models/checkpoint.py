@@ -20,7 +20,7 @@ from flax import nnx
 from ..errors import InputError
 from . import hf, sentence_config
 from .dense import DenseRetriever
-from .hf import write_atomic
+from ..files import write_atomic
 
 MANIFEST = "retriever.json"
 

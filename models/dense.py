@@ -42,9 +42,9 @@ class DenseRetriever:
 
   def __init__(self, backbone: nnx.Module, backbone_config, tokenizer: tokenizers.Tokenizer,
                settings: sentence_config.SentenceConfig, *, tokenizer_files: dict | None = None):
-    limit = backbone_config.max_position_embeddings - (2 if getattr(backbone_config, "is_roberta", False) else 0)
-    self.settings = dataclasses.replace(settings, max_length=min(settings.max_length or limit, limit))
     self.backbone_config = backbone_config
+    limit = self.max_positions
+    self.settings = dataclasses.replace(settings, max_length=min(settings.max_length or limit, limit))
     self.batcher = TextBatcher(tokenizer, self.settings.max_length, _pad_id(tokenizer, backbone_config))
     self.tokenizer_files = tokenizer_files or {}
     self.graphdef, self.params = nnx.split(backbone)
@@ -80,6 +80,12 @@ class DenseRetriever:
   @property
   def backbone(self) -> nnx.Module:
     return nnx.merge(self.graphdef, self.params)
+
+  @property
+  def max_positions(self) -> int:
+    """The longest input the backbone's position embeddings allow (RoBERTa's start after padding_idx)."""
+    offset = 2 if getattr(self.backbone_config, "is_roberta", False) else 0
+    return self.backbone_config.max_position_embeddings - offset
 
   @property
   def dimension(self) -> int:

@@ -7,16 +7,15 @@ the checkpoint against that map in both directions.
 """
 import importlib
 import json
-import os
 import pathlib
 import re
-import tempfile
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from ..errors import InputError
+from ..files import atomic_path, write_atomic
 
 # model_type → (module in retrax.models, config class, model class, transformers class).
 ARCHITECTURES = {
@@ -143,16 +142,5 @@ def export_backbone(model: nnx.Module, config, folder) -> None:
   folder = pathlib.Path(folder)
   folder.mkdir(parents=True, exist_ok=True)
   write_atomic(folder / "config.json", json.dumps({**hf_config, "architectures": [class_name]}, indent=2))
-  fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-  os.close(fd)
-  save_file(tensors, tmp)
-  os.replace(tmp, folder / "model.safetensors")
-
-
-def write_atomic(path, text: str) -> None:
-  """Writes `text` to a temporary file beside `path`, then renames it into place."""
-  path = pathlib.Path(path)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  with atomic_path(folder / "model.safetensors") as tmp:
+    save_file(tensors, tmp)

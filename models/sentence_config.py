@@ -8,7 +8,7 @@ import json
 import pathlib
 
 from ..errors import InputError
-from .hf import write_atomic
+from ..files import write_atomic
 
 POOLING_KEYS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
                 "lasttoken": "pooling_mode_lasttoken"}

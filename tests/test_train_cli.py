@@ -1,6 +1,5 @@
 """`python -m retrax.train` end to end: the tiny config, SIGTERM and exact resume, bad config."""
 import json
-import os
 import signal
 import subprocess
 import sys

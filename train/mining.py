@@ -9,7 +9,7 @@ import logging
 
 from ..eval import beir
 from ..index.exact import ExactIndex
-from ..models.hf import write_atomic
+from ..files import write_atomic
 
 
 def mine_negatives(retriever, collection: beir.Collection, path, *, depth: int, skip_top: int, batch_size: int,

@@ -13,11 +13,14 @@ A batch holds, for b rows and C = num_positives + num_negatives candidates:
   objective.candidate_targets uses to keep relevant documents out of in-batch negatives.
 """
 import grain
+import jax
 import numpy as np
 import tokenizers
+from jax.experimental import multihost_utils
 
 from ..errors import InputError
 from ..eval import beir
+from . import sharding
 
 
 class Tokenize:
@@ -91,6 +94,21 @@ class Pipeline:
         "doc_ids": doc_ids.reshape(b, -1, doc_ids.shape[-1]), "doc_mask": doc_mask.reshape(b, -1, doc_mask.shape[-1]),
         **{k: np.stack([s[k] for s in samples]) for k in ("labels", "candidate_mask", "doc_index", "query_positives")},
     }
+
+
+def default_buckets(max_length: int) -> tuple[int, ...]:
+  return tuple(sorted({max(max_length // 4, 1), max(max_length // 2, 1), max_length}))
+
+
+def global_batch(batch, mesh, rules, data_config) -> dict:
+  """Trims this host's batch to a length bucket that every host agrees on, then makes global arrays."""
+  lengths = np.asarray(needed_lengths(batch), np.int32)
+  if jax.process_count() > 1:
+    lengths = multihost_utils.process_allgather(lengths).max(0)
+  batch = trim(batch, bucket(lengths[0], data_config.query_buckets or default_buckets(data_config.query_max_len)),
+               bucket(lengths[1], data_config.doc_buckets or default_buckets(data_config.doc_max_len)))
+  return {k: jax.make_array_from_process_local_data(sharding.batch_sharding(mesh, rules, v.ndim), v)
+          for k, v in batch.items()}
 
 
 def bucket(length: int, buckets) -> int:

@@ -17,9 +17,10 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from ..models.dense import embed
-from . import objective
+from . import objective, sharding
 
 
 @flax.struct.dataclass
@@ -99,3 +100,14 @@ class StepBuilder:
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
     return TrainState(params, opt_state, state.step + 1), metrics
+
+
+def initial_state(params, optimizer, mesh, rules, param_state) -> TrainState:
+  replicated = NamedSharding(mesh, PartitionSpec())
+  param_shardings = sharding.param_shardings(param_state, mesh, rules)
+  params = jax.device_put(params, param_shardings)
+  opt_shardings = optax.tree_map_params(
+      optimizer, lambda _, s: s, jax.eval_shape(optimizer.init, params), param_shardings,
+      transform_non_params=lambda _: replicated, is_leaf=lambda x: isinstance(x, NamedSharding))
+  opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
+  return TrainState(params, opt_state, jax.device_put(jnp.zeros((), jnp.int32), replicated))

@@ -7,73 +7,29 @@ checkpoint, data iterator included, so the losses continue exactly.
 """
 import logging
 import pathlib
-import signal
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..eval import beir
 from ..eval.driver import evaluate_retriever
 from ..models import checkpoint as retriever_checkpoint
-from . import distributed, examples, mining, sharding
+from . import distributed, examples, mining
 from .checkpoints import Checkpointer
 from .mesh import make_mesh
 from .metric_writer import MetricWriter
 from .model_setup import build_retriever, data_folder
 from .objective import loss_fn
 from .optimizer import make_optimizer, schedule
-from .pipeline import Pipeline, bucket, needed_lengths, trim
-from .step import StepBuilder, TrainState
-
-
-class StopSignal:
-  """Set by SIGTERM; agreed on by every host before anyone acts on it."""
-
-  def __init__(self):
-    self.received = False
-    signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.received = True
-
-  def agreed(self) -> bool:
-    if jax.process_count() == 1:
-      return self.received
-    return bool(multihost_utils.process_allgather(np.int32(self.received)).max())
-
-
-def default_buckets(max_length: int) -> tuple[int, ...]:
-  return tuple(sorted({max(max_length // 4, 1), max(max_length // 2, 1), max_length}))
-
-
-def global_batch(batch, mesh, rules, data_config) -> dict:
-  """Trims this host's batch to a length bucket that every host agrees on, then makes global arrays."""
-  lengths = np.asarray(needed_lengths(batch), np.int32)
-  if jax.process_count() > 1:
-    lengths = multihost_utils.process_allgather(lengths).max(0)
-  batch = trim(batch, bucket(lengths[0], data_config.query_buckets or default_buckets(data_config.query_max_len)),
-               bucket(lengths[1], data_config.doc_buckets or default_buckets(data_config.doc_max_len)))
-  return {k: jax.make_array_from_process_local_data(sharding.batch_sharding(mesh, rules, v.ndim), v)
-          for k, v in batch.items()}
-
-
-def initial_state(params, optimizer, mesh, rules, param_state) -> TrainState:
-  replicated = NamedSharding(mesh, PartitionSpec())
-  param_shardings = sharding.param_shardings(param_state, mesh, rules)
-  params = jax.device_put(params, param_shardings)
-  opt_shardings = optax.tree_map_params(
-      optimizer, lambda _, s: s, jax.eval_shape(optimizer.init, params), param_shardings,
-      transform_non_params=lambda _: replicated, is_leaf=lambda x: isinstance(x, NamedSharding))
-  opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
-  return TrainState(params, opt_state, jax.device_put(jnp.zeros((), jnp.int32), replicated))
+from .pipeline import Pipeline, global_batch
+from .preemption import StopSignal
+from .step import StepBuilder, TrainState, initial_state
 
 
 def check_config(config, mesh):
@@ -118,11 +74,14 @@ def train(config, workdir) -> TrainState:
 
   folder = data_folder(config.data, workdir)
   retriever = build_retriever(config.model, folder, config.data.split, config.dtype, seed=config.seed)
+  for key in ("query_max_len", "doc_max_len"):
+    if config.data[key] > retriever.max_positions:
+      raise InputError(f"config.data.{key}", f"{config.data[key]} exceeds the model's {retriever.max_positions} positions")
   candidates = config.data.candidates
   if config.data.mine.enabled and not candidates:
     candidates = workdir / "negatives.jsonl"
     if not candidates.is_file():
-      mining.mine_negatives(retriever, examples.build(folder, config.data.split).collection, candidates,
+      mining.mine_negatives(retriever, beir.load_collection(folder, config.data.split), candidates,
                             depth=config.data.mine.depth, skip_top=config.data.mine.skip_top,
                             batch_size=config.data.mine.batch_size, show_progress=config.progress and is_main)
   training_set = examples.build(folder, config.data.split, candidates or None, config.data.num_positives)
