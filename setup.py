@@ -24,7 +24,7 @@ setup(
     install_requires=[
         "jax", "flax>=0.12", "optax", "orbax-checkpoint", "grain", "tensorflow-datasets",
         "transformers", "tokenizers", "safetensors", "numpy", "scann", "ml-collections",
-        "tqdm", "absl-py",
+        "tqdm", "absl-py", "tensorboard",
     ],
     extras_require={
         "test": ["torch==2.13.0", "sentence-transformers", "pytrec-eval-terrier", "pytest",
