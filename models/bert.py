@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from . import unpadding
 from .attention import attention
 from .partitioning import logical
 
@@ -86,16 +87,22 @@ class BertLayer(nnx.Module):
     self.mlp_out = _dense(m, h, ("mlp", "embed"), dtype=dtype, rngs=rngs)
     self.mlp_norm = _layer_norm(h, c.layer_norm_eps, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x, mask):
-    b, l, h = x.shape
+  def __call__(self, x, mask, layout):
+    """x: [B, L, H] padded or [T, H] unpadded, as `layout` says."""
+    q, k, v = (layout.to_padded(proj(x)) for proj in (self.query, self.key, self.value))
+    b, l, h = q.shape
     split = lambda t: t.reshape(b, l, self.num_heads, h // self.num_heads)
-    ctx = attention(split(self.query(x)), split(self.key(x)), split(self.value(x)), mask)
-    x = self.attn_norm(x + self.attn_out(ctx.reshape(b, l, h)))
+    ctx = attention(split(q), split(k), split(v), mask)
+    x = self.attn_norm(x + self.attn_out(layout.to_tokens(ctx.reshape(b, l, h))))
     return self.mlp_norm(x + self.mlp_out(self.act(self.mlp_in(x))))
 
 
 class Bert(nnx.Module):
-  """Token ids [B, L] and mask [B, L] to the last hidden states [B, L, H] (float32)."""
+  """Token ids [B, L] and mask [B, L] to the last hidden states [B, L, H] (float32).
+
+  `token_capacity` (static; `unpadding.token_capacity`) runs everything but attention on the
+  real tokens only; hidden states at padding are then 0.
+  """
 
   def __init__(self, config: BertConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
     c = self.config = config
@@ -114,16 +121,17 @@ class Bert(nnx.Module):
     real = (input_ids != self.config.pad_token_id).astype(jnp.int32)
     return jnp.cumsum(real, axis=1) * real + self.config.pad_token_id
 
-  def __call__(self, input_ids, attention_mask, token_type_ids=None):
+  def __call__(self, input_ids, attention_mask, token_type_ids=None, token_capacity=None):
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
-    x = (self.word_embeddings(input_ids) + self.position_embeddings(self.position_ids(input_ids))
-         + self.token_type_embeddings(token_type_ids))
-    x = self.embed_norm(x)
+    layout = unpadding.layout(attention_mask, token_capacity)
+    ids, positions, types = map(layout.to_tokens, (input_ids, self.position_ids(input_ids), token_type_ids))
+    x = self.embed_norm(self.word_embeddings(ids) + self.position_embeddings(positions)
+                        + self.token_type_embeddings(types))
     mask = attention_mask.astype(bool)[:, None, :]
     for layer in self.layers:
-      x = layer(x, mask)
-    return x.astype(jnp.float32)
+      x = layer(x, mask, layout)
+    return layout.to_padded(x.astype(jnp.float32))
 
 
 def weight_map(config: BertConfig) -> list[tuple[str, tuple, bool]]:

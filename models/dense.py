@@ -13,7 +13,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from . import hf, sentence_config
+from . import hf, sentence_config, unpadding
 from .batching import TextBatcher
 from .pooling import l2_normalize, pool
 
@@ -27,9 +27,11 @@ def _pad_id(tokenizer: tokenizers.Tokenizer, backbone_config) -> int:
 
 
 def embed(backbone: nnx.Module, settings: sentence_config.SentenceConfig, input_ids, attention_mask,
-          token_type_ids=None):
-  """Token ids [B, L] to sentence embeddings [B, d]: pooled last hidden states, L2-normalised if set."""
-  emb = pool(backbone(input_ids, attention_mask, token_type_ids), attention_mask, settings.pooling)
+          token_type_ids=None, token_capacity=None):
+  """Token ids [B, L] to sentence embeddings [B, d]: pooled last hidden states, L2-normalised if set.
+
+  `token_capacity` (static) runs the backbone unpadded (`unpadding.py`)."""
+  emb = pool(backbone(input_ids, attention_mask, token_type_ids, token_capacity), attention_mask, settings.pooling)
   return l2_normalize(emb) if settings.normalize else emb
 
 
@@ -37,8 +39,11 @@ class DenseRetriever:
   """`encode_queries` / `encode_documents` / `encode` return float32 numpy [n, d].
 
   Texts are sorted by length and padded to fixed buckets, so the jitted encoder compiles
-  once per bucket; results come back in the caller's order.
+  once per bucket; results come back in the caller's order. A batch at most 3/4 real tokens
+  (the last one, or lengths spread within a bucket) runs unpadded, at a capacity of 1/4, 1/2
+  or 3/4 of the bucket: one more compilation for each capacity met. `unpad = False` turns that off.
   """
+  unpad = True
 
   def __init__(self, backbone: nnx.Module, backbone_config, tokenizer: tokenizers.Tokenizer,
                settings: sentence_config.SentenceConfig, *, tokenizer_files: dict | None = None):
@@ -48,7 +53,7 @@ class DenseRetriever:
     self.batcher = TextBatcher(tokenizer, self.settings.max_length, _pad_id(tokenizer, backbone_config))
     self.tokenizer_files = tokenizer_files or {}
     self.graphdef, self.params = nnx.split(backbone)
-    self._embed = jax.jit(self._embed_fn)
+    self._embed = jax.jit(self._embed_fn, static_argnames="token_capacity")
 
   @classmethod
   def from_pretrained(cls, folder, *, dtype=jnp.float32, **overrides):
@@ -91,8 +96,9 @@ class DenseRetriever:
   def dimension(self) -> int:
     return self.backbone_config.hidden_size
 
-  def _embed_fn(self, params, input_ids, attention_mask, token_type_ids):
-    return embed(nnx.merge(self.graphdef, params), self.settings, input_ids, attention_mask, token_type_ids)
+  def _embed_fn(self, params, input_ids, attention_mask, token_type_ids, token_capacity):
+    return embed(nnx.merge(self.graphdef, params), self.settings, input_ids, attention_mask, token_type_ids,
+                 token_capacity)
 
   def encode(self, texts, batch_size: int = 32, show_progress_bar: bool = False, prompt: str = "") -> np.ndarray:
     texts = [prompt + t for t in texts]
@@ -100,7 +106,8 @@ class DenseRetriever:
     batches = self.batcher.batches(texts, batch_size)
     total = -(-len(texts) // batch_size)
     for b in tqdm(batches, total=total, disable=not show_progress_bar, desc="encode", unit="batch"):
-      emb = self._embed(self.params, b.input_ids, b.attention_mask, b.token_type_ids)
+      emb = self._embed(self.params, b.input_ids, b.attention_mask, b.token_type_ids,
+                        token_capacity=unpadding.token_capacity(b.attention_mask) if self.unpad else None)
       out[b.rows] = np.asarray(emb)[:len(b.rows)]
     return out
 

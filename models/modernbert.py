@@ -6,15 +6,16 @@ embeddings LN(E[ids]) in, final LN out. Layer i is global when i % global_attn_e
 == 0 and local otherwise: a local query attends only to keys with |i − j| ≤ local_attention // 2,
 and each kind has its own RoPE base (global_rope_theta, local_rope_theta).
 
-transformers' flash-attention path unpads the batch into one ragged sequence; this port keeps
-the padded [B, L] layout and masks padding instead (as transformers' sdpa/eager paths do), since
-the encoder runs on fixed length buckets and every bucket then compiles once.
+Attention runs on the padded [B, L] layout with padding masked (as transformers' sdpa/eager
+paths do). With `token_capacity` set, everything else runs unpadded (`unpadding.py`), on the real
+tokens only, as transformers' flash-attention path does.
 """
 import dataclasses
 
 import jax.numpy as jnp
 from flax import nnx
 
+from . import unpadding
 from .attention import attention
 from .bert import ACTIVATIONS
 from .partitioning import logical
@@ -125,19 +126,25 @@ class ModernBertLayer(nnx.Module):
     self.mlp_in = _dense(h, 2 * m, ("embed", "mlp"), c.mlp_bias, dtype=dtype, rngs=rngs)
     self.mlp_out = _dense(m, h, ("mlp", "embed"), c.mlp_bias, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x, masks, ropes):
-    b, l, h = x.shape
+  def __call__(self, x, masks, ropes, layout):
+    """x: [B, L, H] padded or [T, H] unpadded, as `layout` says."""
     y = self.attn_norm(x) if self.attn_norm is not None else x
-    q, k, v = jnp.split(self.qkv(y).reshape(b, l, 3, self.num_heads, h // self.num_heads), 3, axis=2)
+    qkv = layout.to_padded(self.qkv(y))
+    b, l, h = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+    q, k, v = jnp.split(qkv.reshape(b, l, 3, self.num_heads, h // self.num_heads), 3, axis=2)
     cos, sin = ropes[self.kind]
     q, k = apply_rope(q[:, :, 0], cos, sin), apply_rope(k[:, :, 0], cos, sin)
-    x = x + self.attn_out(attention(q, k, v[:, :, 0], masks[self.kind]).reshape(b, l, h))
+    x = x + self.attn_out(layout.to_tokens(attention(q, k, v[:, :, 0], masks[self.kind]).reshape(b, l, h)))
     u, g = jnp.split(self.mlp_in(self.mlp_norm(x)), 2, axis=-1)
     return x + self.mlp_out(self.act(u) * g)
 
 
 class ModernBert(nnx.Module):
-  """Token ids [B, L] and mask [B, L] to the last hidden states [B, L, H] (float32); no token types."""
+  """Token ids [B, L] and mask [B, L] to the last hidden states [B, L, H] (float32); no token types.
+
+  `token_capacity` (static; `unpadding.token_capacity`) runs the per-token layers unpadded;
+  hidden states at padding are then 0.
+  """
 
   def __init__(self, config: ModernBertConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
     c = self.config = config
@@ -148,7 +155,7 @@ class ModernBert(nnx.Module):
     self.layers = nnx.List([ModernBertLayer(c, i, dtype=dtype, rngs=rngs) for i in range(c.num_hidden_layers)])
     self.final_norm = _layer_norm(c, dtype=dtype, rngs=rngs)
 
-  def __call__(self, input_ids, attention_mask, token_type_ids=None):
+  def __call__(self, input_ids, attention_mask, token_type_ids=None, token_capacity=None):
     """`token_type_ids` is accepted for a common signature with Bert and ignored."""
     c, l = self.config, input_ids.shape[1]
     keys = attention_mask.astype(bool)[:, None, :]
@@ -157,10 +164,11 @@ class ModernBert(nnx.Module):
     masks = {GLOBAL: keys, LOCAL: keys & band}
     head_dim = c.hidden_size // c.num_attention_heads
     ropes = {GLOBAL: rope(l, head_dim, c.global_rope_theta), LOCAL: rope(l, head_dim, c.local_rope_theta)}
-    x = self.embed_norm(self.tok_embeddings(input_ids))
+    layout = unpadding.layout(attention_mask, token_capacity)
+    x = self.embed_norm(self.tok_embeddings(layout.to_tokens(input_ids)))
     for layer in self.layers:
-      x = layer(x, masks, ropes)
-    return self.final_norm(x).astype(jnp.float32)
+      x = layer(x, masks, ropes, layout)
+    return layout.to_padded(self.final_norm(x).astype(jnp.float32))
 
 
 def weight_map(config: ModernBertConfig) -> list[tuple[str, tuple, bool]]:

@@ -45,16 +45,20 @@ def _torch_hidden(model, ids, mask, types):
                  token_type_ids=torch.tensor(types, dtype=torch.long)).last_hidden_state.numpy()
 
 
-def test_hidden_states_match_transformers(torch_folder):
+@pytest.mark.parametrize("token_capacity", [None, 22, 27], ids=["padded", "unpadded-exact", "unpadded-slack"])
+def test_hidden_states_match_transformers(torch_folder, token_capacity):
+  """22 real tokens of 36: unpadded into exactly 22 rows, and into 27 with 5 spare."""
   model, folder = torch_folder
   config, ours = hf.load_backbone(folder)
   ids, mask, types = _inputs(config.pad_token_id)
   if config.type_vocab_size == 1:
     types = np.zeros_like(types)
   expected = _torch_hidden(model, ids, mask, types)
-  got = np.asarray(ours(ids, mask, types))
+  got = np.asarray(ours(ids, mask, types, token_capacity))
   real = mask.astype(bool)
   assert np.abs(got[real] - expected[real]).max() <= 1e-4
+  if token_capacity:
+    assert not got[~real].any()
 
 
 def test_export_loads_back_in_transformers(torch_folder, tmp_path):

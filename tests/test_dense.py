@@ -8,6 +8,7 @@ import pytest
 
 import retrax
 from retrax.errors import InputError
+from retrax.models import unpadding
 from retrax.models.wheel import minilm_path
 
 sentence_transformers = pytest.importorskip("sentence_transformers")
@@ -40,6 +41,7 @@ def test_scifact_500_documents_match_sentence_transformers(shared_data, minilm, 
 
 def test_order_is_kept_and_buckets_compile_once(minilm, st_minilm):
   texts = ["short", "a much longer sentence " * 30, "medium length text here", "", "x " * 400] * 3
+  assert any(unpadding.token_capacity(b.attention_mask) for b in minilm.batcher.batches(texts, 4))
   ours = minilm.encode(texts, batch_size=4)
   theirs = st_minilm.encode(texts, batch_size=4, convert_to_numpy=True)
   np.testing.assert_allclose(ours, theirs, atol=2e-5)
