@@ -15,8 +15,8 @@ CAPACITY_FRACTIONS = (0.25, 0.5, 0.75)
 def token_capacity(attention_mask: np.ndarray) -> int | None:
   """The smallest of B·L·{1/4, 1/2, 3/4} that holds the batch's real tokens, or None (run padded).
 
-  Below 3/4 full the linear layers save at least a quarter of their work, which outweighs the
-  two gathers per layer.
+  Below 3/4 full the per-token layers save at least a quarter of their work, which outweighs
+  the gathers around each attention block.
   """
   total, real = attention_mask.size, int(attention_mask.sum())
   return next((int(total * f) for f in CAPACITY_FRACTIONS if real <= int(total * f)), None)
