@@ -1,19 +1,48 @@
-"""Encode, index, search, score: one evaluation of a retriever on a BEIR-format collection."""
+"""Encode, index, search, score: one evaluation of a retriever on a BEIR-format collection.
+
+Everything that can be checked without the model's outputs is checked before any encoding:
+the config (check_config), the collection (beir.load_collection: no empty corpus, queries or
+judgments) and the index settings against the corpus size. A failed evaluation removes the
+workdir it created; results.json and run.trec appear whole or not at all.
+"""
 import json
 import logging
 import pathlib
+import shutil
 
 import jax.numpy as jnp
 
+from .. import checks
 from ..errors import InputError
+from ..files import check_folder, write_atomic
+from ..index import scann_index
 from ..index.exact import ExactIndex
-from ..index.scann_index import ScannIndex
-from ..models.load import load
+from ..models.load import DTYPES, load
 from ..models.wheel import minilm_path
-from ..files import write_atomic
 from . import beir, metrics, synthetic, trec
 
-SCANN_KEYS = ("mode", "num_leaves", "num_leaves_to_search", "reorder_k")
+INDEX_KINDS = ("scann", "exact")
+
+
+def check_config(config, prefix: str = "config") -> None:
+  """Every key of an evaluation config (configs/eval.py), each error naming `prefix.key`."""
+  checks.integer(config.top_k, f"{prefix}.top_k", low=1)
+  checks.integer(config.batch_size, f"{prefix}.batch_size", low=1)
+  if config.max_length is not None:
+    checks.integer(config.max_length, f"{prefix}.max_length", low=1)
+  checks.choice(config.dtype, f"{prefix}.dtype", DTYPES)
+  if not config.measures:
+    raise InputError(f"{prefix}.measures", "expected at least one measure")
+  for name in config.measures:
+    try:
+      metrics.parse(name)
+    except ValueError as e:
+      raise InputError(f"{prefix}.measures", str(e)) from None
+  checks.choice(config.index.kind, f"{prefix}.index.kind", INDEX_KINDS)
+  checks.choice(config.index.mode, f"{prefix}.index.mode", ("auto",) + scann_index.MODES)
+  for key in scann_index.KEYS[1:]:
+    if config.index[key] is not None:
+      checks.integer(config.index[key], f"{prefix}.index.{key}", low=1)
 
 
 def _data_folder(config, workdir: pathlib.Path) -> pathlib.Path:
@@ -25,19 +54,24 @@ def _data_folder(config, workdir: pathlib.Path) -> pathlib.Path:
   return folder
 
 
-def _search(config, doc_emb, query_emb, doc_ids, fingerprint):
+def _scann_settings(config, num_docs: int) -> dict:
+  """The index overrides, checked against the corpus size (scann_index.choose_config)."""
+  overrides = {key: config.index[key] for key in scann_index.KEYS}
+  scann_index.choose_config(num_docs, overrides, source="config.index")
+  return overrides
+
+
+def _search(config, doc_emb, query_emb, doc_ids, fingerprint, overrides):
   """(indices, scores) [m, k] of the top documents per query, by exact search or ScaNN."""
   k = min(config.top_k, len(doc_ids))
   if config.index.kind == "exact":
     return ExactIndex(doc_emb).search(query_emb, k)
-  if config.index.kind != "scann":
-    raise InputError("config.index.kind", f"expected 'scann' or 'exact', got {config.index.kind!r}")
-  overrides = {key: config.index[key] for key in SCANN_KEYS}
-  return ScannIndex.build(doc_emb, doc_ids, fingerprint, overrides).search(query_emb, k)
+  return scann_index.ScannIndex.build(doc_emb, doc_ids, fingerprint, overrides).search(query_emb, k)
 
 
 def evaluate(config, workdir) -> dict[str, float]:
   """Loads config.model and evaluates it; see evaluate_retriever."""
+  check_config(config)
   overrides = {} if config.max_length is None else {"max_length": config.max_length}
   retriever = load(config.model or minilm_path(), dtype=jnp.dtype(config.dtype), **overrides)
   return evaluate_retriever(retriever, config, workdir)
@@ -45,16 +79,28 @@ def evaluate(config, workdir) -> dict[str, float]:
 
 def evaluate_retriever(retriever, config, workdir) -> dict[str, float]:
   """Encodes, indexes, searches and scores config.data's split; writes workdir/results.json and run.trec."""
-  workdir = pathlib.Path(workdir)
+  check_config(config)
+  workdir = check_folder(workdir)
+  created = not workdir.exists()
   workdir.mkdir(parents=True, exist_ok=True)
+  try:
+    return _evaluate(retriever, config, workdir)
+  except BaseException:
+    if created:
+      shutil.rmtree(workdir, ignore_errors=True)
+    raise
+
+
+def _evaluate(retriever, config, workdir: pathlib.Path) -> dict[str, float]:
   collection = beir.load_collection(_data_folder(config, workdir), split=config.split)
   doc_ids = list(collection.corpus)
   qids = list(collection.queries)
+  overrides = _scann_settings(config, len(doc_ids)) if config.index.kind == "scann" else None
   logging.info("encoding %d documents and %d queries", len(doc_ids), len(qids))
   doc_emb = retriever.encode_documents([beir.document_text(collection.corpus[d]) for d in doc_ids],
                                        config.batch_size, config.progress)
   query_emb = retriever.encode_queries([collection.queries[q] for q in qids], config.batch_size, config.progress)
-  indices, scores = _search(config, doc_emb, query_emb, doc_ids, retriever.fingerprint())
+  indices, scores = _search(config, doc_emb, query_emb, doc_ids, retriever.fingerprint(), overrides)
   run = {q: {doc_ids[i]: float(s) for i, s in zip(row, srow) if i >= 0}  # −1: a slot ScaNN could not fill
          for q, row, srow in zip(qids, indices, scores)}
   results = metrics.compute(collection.qrels, run, config.measures)

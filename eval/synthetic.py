@@ -7,10 +7,10 @@ person likes about 43 attributes, as in LIMIT-small. Attributes are modifier-nou
 """
 import itertools
 import json
-import os
 import pathlib
 import random
-import shutil
+
+from ..files import atomic_directory
 
 FIRST_NAMES = (
     "Abel", "Bianca", "Cyrus", "Delphine", "Emeric", "Fiona", "Gideon", "Hollis", "Imogen", "Jasper",
@@ -88,7 +88,8 @@ def write_limit_style(folder, num_people: int = 46, num_attributes: int = 1000, 
   One document per person ("<Name> likes <a>, ... and <z>."), one query per attribute
   ("Who likes <x>?") with grade 1 for the two people who like it. With train_fraction > 0,
   that share of the queries goes to qrels/train.tsv instead. Deterministic in `seed`;
-  written into `<folder>.partial-<pid>`, then renamed, so an interrupted write leaves no `folder`.
+  written through files.atomic_directory, so an interrupted write leaves no `folder`, and of two
+  processes writing the same collection the first one's is kept.
   """
   _check(num_people, num_attributes)
   folder = pathlib.Path(folder)
@@ -104,22 +105,14 @@ def write_limit_style(folder, num_people: int = 46, num_attributes: int = 1000, 
       likes[person].append(attribute)
   for liked in likes:
     rng.shuffle(liked)
-  folder.parent.mkdir(parents=True, exist_ok=True)
-  partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-  shutil.rmtree(partial, ignore_errors=True)
-  (partial / "qrels").mkdir(parents=True)
-  (partial / "corpus.jsonl").write_text(_jsonl(
-      {"_id": f"person_{i}", "title": "", "text": _sentence(names[i], likes[i])} for i in range(num_people)))
-  (partial / "queries.jsonl").write_text(_jsonl(
-      {"_id": f"query_{j}", "text": f"Who likes {a}?"} for j, a in enumerate(attributes)))
-  num_train = round(train_fraction * num_attributes)
-  for split, queries in (("train", range(num_train)), ("test", range(num_train, num_attributes))):
-    if queries:
-      (partial / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-          f"query_{j}\tperson_{p}\t1\n" for j in queries for p in pairs[j]))
-  try:
-    os.rename(partial, folder)
-  except OSError:  # another process wrote the same collection first
-    shutil.rmtree(partial)
-    if not folder.is_dir():
-      raise
+  with atomic_directory(folder, replace=False) as partial:
+    (partial / "qrels").mkdir()
+    (partial / "corpus.jsonl").write_text(_jsonl(
+        {"_id": f"person_{i}", "title": "", "text": _sentence(names[i], likes[i])} for i in range(num_people)))
+    (partial / "queries.jsonl").write_text(_jsonl(
+        {"_id": f"query_{j}", "text": f"Who likes {a}?"} for j, a in enumerate(attributes)))
+    num_train = round(train_fraction * num_attributes)
+    for split, queries in (("train", range(num_train)), ("test", range(num_train, num_attributes))):
+      if queries:
+        (partial / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+            f"query_{j}\tperson_{p}\t1\n" for j in queries for p in pairs[j]))

@@ -13,6 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def check_finite(vectors: np.ndarray, what: str) -> None:
+  """ValueError naming how many rows hold NaN or inf (they would rank as garbage, silently)."""
+  bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+  if len(bad):
+    raise ValueError(f"{len(bad)} of the {len(vectors)} {what} are not finite (rows {bad[:5].tolist()}"
+                     f"{' …' if len(bad) > 5 else ''})")
+
+
 @functools.partial(jax.jit, static_argnames=("k",))
 def search_block(queries, tiles, num_docs, k):
   """Top-k of s[i, j] = ⟨q_i, x_j⟩ over the tiles; ties go to the lower document index.
@@ -54,6 +62,7 @@ class ExactIndex:
     embeddings = np.asarray(embeddings, np.float32)
     if embeddings.ndim != 2 or embeddings.shape[0] == 0:
       raise ValueError(f"expected embeddings of shape [n > 0, d], got {embeddings.shape}")
+    check_finite(embeddings, "embeddings")
     self.num_vectors, self.dimension = embeddings.shape
     self.tile = min(tile, self.num_vectors)
     self.query_block = query_block
@@ -67,6 +76,7 @@ class ExactIndex:
     queries = np.asarray(queries, np.float32)
     if queries.ndim != 2 or queries.shape[1] != self.dimension:
       raise ValueError(f"expected queries of shape [m, {self.dimension}], got {queries.shape}")
+    check_finite(queries, "queries")
     if not 1 <= k <= self.num_vectors:
       raise ValueError(f"k must be between 1 and the number of vectors ({self.num_vectors}), got {k}")
     m = queries.shape[0]

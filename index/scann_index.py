@@ -10,12 +10,13 @@ settings), which `load` checks against what the caller expects.
 import json
 import math
 import pathlib
-import shutil
 
 import numpy as np
 from scann.scann_ops.py import scann_ops_pybind
 
 from ..errors import InputError
+from ..files import atomic_directory, read_json
+from .exact import check_finite
 
 MODES = ("brute_force", "ah", "tree_ah")
 KEYS = ("mode", "num_leaves", "num_leaves_to_search", "reorder_k")
@@ -33,7 +34,7 @@ def auto_mode(num_vectors: int) -> str:
   return "brute_force" if num_vectors < BRUTE_FORCE_BELOW else "ah" if num_vectors < AH_BELOW else "tree_ah"
 
 
-def choose_config(num_vectors: int, overrides: dict | None = None) -> dict:
+def choose_config(num_vectors: int, overrides: dict | None = None, source: str = "ScannIndex overrides") -> dict:
   """Settings for n vectors: {mode, num_leaves, num_leaves_to_search, reorder_k}, None where unused.
 
   tree_ah: num_leaves = round(√n), num_leaves_to_search = ⌈num_leaves / 10⌉ (about a tenth of
@@ -46,11 +47,11 @@ def choose_config(num_vectors: int, overrides: dict | None = None) -> dict:
   overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
   unknown = sorted(set(overrides) - set(KEYS))
   if unknown:
-    raise InputError("ScannIndex overrides", f"unknown key(s) {unknown}; expected some of {list(KEYS)}")
+    raise InputError(source, f"unknown key(s) {unknown}; expected some of {list(KEYS)}")
   mode = overrides.pop("mode", "auto")
   mode = auto_mode(num_vectors) if mode == "auto" else mode
   if mode not in MODES:
-    raise InputError("ScannIndex overrides", f"mode: expected 'auto' or one of {list(MODES)}, found {mode!r}")
+    raise InputError(source, f"mode: expected 'auto' or one of {list(MODES)}, found {mode!r}")
   config = {key: None for key in KEYS} | {"mode": mode}
   if mode != "brute_force":
     config["reorder_k"] = min(REORDER_K, num_vectors)
@@ -59,17 +60,17 @@ def choose_config(num_vectors: int, overrides: dict | None = None) -> dict:
     config["num_leaves_to_search"] = math.ceil(config["num_leaves"] / 10)
   for key, value in overrides.items():
     if config[key] is None:
-      raise InputError("ScannIndex overrides", f"{key} does not apply to mode {mode!r} ({num_vectors} vectors)")
+      raise InputError(source, f"{key} does not apply to mode {mode!r} ({num_vectors} vectors)")
     config[key] = int(value)
-  _check_bounds(config, num_vectors)
+  _check_bounds(config, num_vectors, source)
   return config
 
 
-def _check_bounds(config: dict, num_vectors: int) -> None:
+def _check_bounds(config: dict, num_vectors: int, source: str) -> None:
   bounds = {"num_leaves": num_vectors, "num_leaves_to_search": config["num_leaves"], "reorder_k": num_vectors}
   for key, upper in bounds.items():
     if config[key] is not None and not 1 <= config[key] <= upper:
-      raise InputError("ScannIndex overrides", f"{key}: expected 1 to {upper}, found {config[key]}")
+      raise InputError(source, f"{key}: expected 1 to {upper}, found {config[key]}")
 
 
 def _searcher(embeddings: np.ndarray, config: dict):
@@ -101,6 +102,7 @@ class ScannIndex:
     embeddings = np.ascontiguousarray(embeddings, np.float32)
     if embeddings.ndim != 2 or len(embeddings) != len(doc_ids) or not len(doc_ids):
       raise ValueError(f"expected embeddings [n > 0, d] for {len(doc_ids)} document ids, got {embeddings.shape}")
+    check_finite(embeddings, "embeddings")
     config = choose_config(len(embeddings), overrides)
     return cls(_searcher(embeddings, config), list(doc_ids), embeddings.shape[1], fingerprint, config)
 
@@ -113,6 +115,7 @@ class ScannIndex:
     queries = np.ascontiguousarray(queries, np.float32)
     if queries.ndim != 2 or queries.shape[1] != self.dimension:
       raise ValueError(f"expected queries of shape [m, {self.dimension}], got {queries.shape}")
+    check_finite(queries, "queries")
     pre_reorder = None if self.config["reorder_k"] is None else max(self.config["reorder_k"], k)
     indices, scores = self.searcher.search_batched_parallel(queries, final_num_neighbors=k,
                                                             pre_reorder_num_neighbors=pre_reorder)
@@ -124,22 +127,13 @@ class ScannIndex:
             "config": self.config, "doc_ids": self.doc_ids}
 
   def save(self, directory) -> None:
-    """Writes `<directory>.partial`, then renames it to `directory` (replacing an older index).
+    """Writes the index through files.atomic_directory (replacing an older one at `directory`).
 
     ScaNN's assets are written with relative paths, so the folder stays valid after the rename.
     """
-    directory = pathlib.Path(directory)
-    partial = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with atomic_directory(directory) as partial:
       self.searcher.serialize(str(partial), relative_path=True)
       (partial / METADATA).write_text(json.dumps(self.metadata()))
-    except BaseException:
-      shutil.rmtree(partial, ignore_errors=True)
-      raise
-    shutil.rmtree(directory, ignore_errors=True)
-    partial.rename(directory)
 
   @classmethod
   def load(cls, directory, *, dimension: int | None = None, fingerprint: str | None = None) -> "ScannIndex":
@@ -160,10 +154,7 @@ def read_metadata(directory: pathlib.Path) -> dict:
     raise InputError(path, f"not an index: expected {METADATA} (written by ScannIndex.save), found no such file")
   if not (directory / ASSETS).is_file():
     raise InputError(directory / ASSETS, "not an index: expected ScaNN's serialized searcher, found no such file")
-  try:
-    meta = json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise InputError(path, f"invalid JSON: {e.msg}", line=e.lineno) from None
+  meta = read_json(path)
   missing = sorted({"dimension", "num_vectors", "fingerprint", "config", "doc_ids"} - set(meta))
   if missing:
     raise InputError(path, f"expected keys {missing}, found {sorted(meta)}")

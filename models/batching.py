@@ -8,11 +8,39 @@ import dataclasses
 import numpy as np
 import tokenizers
 
+from .. import checks
+from ..errors import InputError
+
 
 def default_buckets(max_length: int) -> tuple[int, ...]:
   """Powers of two and their midpoints from 16 up to max_length, which is always the last."""
   sizes = {16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192}
   return tuple(sorted({s for s in sizes if s < max_length} | {max_length}))
+
+
+def check_texts(texts) -> list[str]:
+  """`texts` as a list, every item a string; anything else is an InputError naming the position."""
+  if isinstance(texts, (str, bytes)) or not hasattr(texts, "__iter__"):
+    raise InputError("texts", f"expected a list of strings, got {type(texts).__name__}")
+  texts = list(texts)
+  for i, text in enumerate(texts):
+    if not isinstance(text, str):
+      raise InputError(f"texts[{i}]", f"expected a string, got {type(text).__name__}")
+  return texts
+
+
+def check_max_length(value, positions: int, source) -> int:
+  """The length texts are truncated to: `value`, or the model's `positions` when it is None.
+
+  The same rule for training and encoding: 1 ≤ max_length ≤ positions, else an InputError
+  naming `source` (a config key, a settings file or the model folder).
+  """
+  if value is None:
+    return positions
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= positions:
+    raise InputError(source, f"max_length {value!r}: expected an integer from 1 to {positions}, the number of "
+                             "positions the model's embeddings have")
+  return int(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +67,8 @@ class TextBatcher:
 
   def batches(self, texts, batch_size: int):
     """Yields Batch objects, longest texts first; rows map back to the input order."""
-    encodings = self.tokenize(texts)
+    batch_size = checks.integer(batch_size, "batch_size", low=1)
+    encodings = self.tokenize(check_texts(texts))
     lengths = np.array([len(e.ids) for e in encodings])
     order = np.argsort(-lengths, kind="stable")
     for start in range(0, len(order), batch_size):

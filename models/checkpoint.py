@@ -3,24 +3,26 @@
   <dir>/retriever.json   kind, backbone config (config.json form), sentence settings
   <dir>/tokenizer/       the tokenizer files
   <dir>/params/          the NNX parameters as an orbax pytree, or, in a training workdir,
-  <dir>/checkpoints/<step>/params   one per saved step; the latest complete one is loaded
+  <dir>/checkpoints/<step>/params   one per saved step; the newest readable one is loaded
 
-Saved into `<dir>.partial` and renamed, so an interrupted save leaves no checkpoint behind.
+Saved through files.atomic_directory, so an interrupted save leaves no checkpoint behind.
+A training step that cannot be read (a torn write, random bytes, a stray folder) is skipped
+with a warning naming it, and the next older step is loaded.
 """
 import dataclasses
 import json
+import logging
 import pathlib
-import shutil
+import sys
 
 import jax
 import orbax.checkpoint as ocp
-import tokenizers
 from flax import nnx
 
 from ..errors import InputError
+from ..files import atomic_directory, read_json, write_atomic
 from . import hf, sentence_config
-from .dense import DenseRetriever
-from ..files import write_atomic
+from .dense import DenseRetriever, read_tokenizer
 
 MANIFEST = "retriever.json"
 
@@ -30,56 +32,107 @@ def is_checkpoint(path) -> bool:
 
 
 def write_manifest(retriever: DenseRetriever, directory) -> None:
-  """retriever.json and tokenizer/ (written last, atomically: its presence means complete)."""
+  """tokenizer/ and retriever.json, each file written atomically, retriever.json last."""
   directory = pathlib.Path(directory)
   (directory / "tokenizer").mkdir(parents=True, exist_ok=True)
   for name, data in retriever.tokenizer_files.items():
-    (directory / "tokenizer" / name).write_bytes(data)
+    write_atomic(directory / "tokenizer" / name, data)
   manifest = {"kind": "dense", "backbone": retriever.backbone_config.to_hf(),
               "settings": dataclasses.asdict(retriever.settings)}
   write_atomic(directory / MANIFEST, json.dumps(manifest, indent=2))
 
 
 def save(retriever: DenseRetriever, directory) -> None:
-  directory = pathlib.Path(directory).absolute()
-  partial = directory.with_name(directory.name + ".partial")
-  shutil.rmtree(partial, ignore_errors=True)
-  partial.mkdir(parents=True)
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(partial / "params", nnx.to_pure_dict(nnx.state(retriever.backbone, nnx.Param)))
-  write_manifest(retriever, partial)
-  shutil.rmtree(directory, ignore_errors=True)
-  partial.rename(directory)
+  with atomic_directory(pathlib.Path(directory).absolute()) as partial:
+    with ocp.StandardCheckpointer() as ckptr:
+      ckptr.save(partial / "params", nnx.to_pure_dict(nnx.state(retriever.backbone, nnx.Param)))
+    write_manifest(retriever, partial)
 
 
-def params_dir(directory: pathlib.Path) -> pathlib.Path:
-  if (directory / "params").is_dir():
-    return directory / "params"
-  steps = sorted(int(p.name) for p in (directory / "checkpoints").glob("*") if p.name.isdigit())
-  if not steps:
-    raise InputError(directory, "a retrax checkpoint needs params/ or a complete checkpoints/<step>/; found neither")
-  return directory / "checkpoints" / str(steps[-1]) / "params"
+def _quiet_closed_loop() -> None:
+  """After a failed orbax read, tensorstore's callbacks for the reads still in flight land on the
+  closed event loop, each printing a 'RuntimeError: Event loop is closed' traceback. The failure
+  itself is reported, so the hook installed here drops those and passes every other one on."""
+  previous = sys.unraisablehook
+  if getattr(previous, "quiet_closed_loop", False):
+    return
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+      previous(unraisable)
+  hook.quiet_closed_loop = True
+  sys.unraisablehook = hook
+
+
+def _reason(error: Exception) -> str:
+  lines = str(error).strip().splitlines()
+  text = f"{type(error).__name__}: {lines[0] if lines else ''}"
+  return text if len(text) <= 200 else text[:200] + " …"
+
+
+def restore_newest(steps, restore, where, warn: bool = True) -> tuple[int, object, list[int]]:
+  """(step, restore(step), steps skipped) for the newest step that `restore` reads.
+
+  Each step that raises is skipped, with a warning naming it unless `warn` is False; when none
+  can be read, an InputError names `where` and every step's reason.
+  """
+  _quiet_closed_loop()
+  failures = []
+  for step in sorted(steps, reverse=True):
+    try:
+      return step, restore(step), [s for s, _ in failures]
+    except Exception as e:  # orbax and tensorstore raise many kinds for a torn or corrupt step
+      failures.append((step, _reason(e)))
+      if warn:
+        logging.warning("%s: skipping checkpoint step %d, which cannot be read (%s)", where, step, failures[-1][1])
+  detail = "; ".join(f"step {s}: {r}" for s, r in failures) or "no step saved"
+  raise InputError(where, f"no readable checkpoint ({detail})")
+
+
+def saved_steps(checkpoints: pathlib.Path) -> list[int]:
+  """The step folders under `checkpoints` (names that are integers; orbax's temporary ones are not)."""
+  return sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) if checkpoints.is_dir() else []
+
+
+def _manifest(path: pathlib.Path) -> dict:
+  manifest = read_json(path)
+  if manifest.get("kind") != "dense":
+    raise InputError(path, f"kind {manifest.get('kind')!r}: expected 'dense'")
+  for key in ("backbone", "settings"):
+    if not isinstance(manifest.get(key), dict):
+      raise InputError(path, f"expected a {key!r} object")
+  return manifest
 
 
 def load(directory, *, dtype="float32", **overrides) -> DenseRetriever:
   directory = pathlib.Path(directory).absolute()
-  try:
-    manifest = json.loads((directory / MANIFEST).read_text())
-  except json.JSONDecodeError as e:
-    raise InputError(directory / MANIFEST, f"invalid JSON: {e.msg}", line=e.lineno) from None
-  if manifest.get("kind") != "dense":
-    raise InputError(directory / MANIFEST, f"kind {manifest.get('kind')!r}: expected 'dense'")
+  manifest = _manifest(directory / MANIFEST)
   config_cls, model_cls, _, _ = hf.architecture(manifest["backbone"], directory / MANIFEST)
-  config = config_cls.from_hf(manifest["backbone"])
+  try:
+    config = config_cls.from_hf(manifest["backbone"])
+    settings = dataclasses.replace(sentence_config.SentenceConfig(**manifest["settings"]), **overrides)
+  except (KeyError, TypeError, ValueError) as e:
+    raise InputError(directory / MANIFEST, f"unsupported or incomplete manifest: {e}") from None
   backbone = model_cls(config, dtype=dtype, rngs=nnx.Rngs(0))
   state = nnx.state(backbone, nnx.Param)
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(state))
   with ocp.StandardCheckpointer() as ckptr:
-    restored = ckptr.restore(params_dir(directory), target)
+    if (directory / "params").is_dir():
+      _quiet_closed_loop()
+      try:
+        restored = ckptr.restore(directory / "params", target)
+      except Exception as e:  # as in restore_newest
+        raise InputError(directory / "params", f"cannot be read ({_reason(e)})") from None
+    else:
+      checkpoints = directory / "checkpoints"
+      _, restored, _ = restore_newest(saved_steps(checkpoints),
+                                      lambda step: ckptr.restore(checkpoints / str(step) / "params", target),
+                                      checkpoints)
   nnx.replace_by_pure_dict(state, restored)
   nnx.update(backbone, state)
-  settings = dataclasses.replace(sentence_config.SentenceConfig(**manifest["settings"]), **overrides)
   tokenizer_dir = directory / "tokenizer"
-  files = {p.name: p.read_bytes() for p in tokenizer_dir.iterdir()}
-  return DenseRetriever(backbone, config, tokenizers.Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json")),
-                        settings, tokenizer_files=files)
+  if not (tokenizer_dir / "tokenizer.json").is_file():
+    raise InputError(tokenizer_dir, "expected tokenizer.json, written beside retriever.json")
+  files = {p.name: p.read_bytes() for p in tokenizer_dir.iterdir() if p.is_file()}
+  return DenseRetriever(backbone, config, read_tokenizer(tokenizer_dir / "tokenizer.json"), settings,
+                        tokenizer_files=files, source=directory)

@@ -3,7 +3,6 @@ import copy
 import dataclasses
 import hashlib
 import pathlib
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -12,13 +11,23 @@ import tokenizers
 from flax import nnx
 from tqdm.auto import tqdm
 
+from .. import checks
 from ..errors import InputError
+from ..files import atomic_directory
 from . import hf, sentence_config, unpadding
-from .batching import TextBatcher
+from .batching import TextBatcher, check_max_length, check_texts
 from .pooling import l2_normalize, pool
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "sentencepiece.bpe.model")
+
+
+def read_tokenizer(path) -> tokenizers.Tokenizer:
+  """A `tokenizers` tokenizer.json; an unreadable one is an InputError naming the file."""
+  try:
+    return tokenizers.Tokenizer.from_file(str(path))
+  except Exception as e:  # tokenizers raises a bare Exception for every parse failure
+    raise InputError(path, f"not a readable tokenizer.json ({e})") from None
 
 
 def _pad_id(tokenizer: tokenizers.Tokenizer, backbone_config) -> int:
@@ -36,20 +45,26 @@ def embed(backbone: nnx.Module, settings: sentence_config.SentenceConfig, input_
 
 
 class DenseRetriever:
-  """`encode_queries` / `encode_documents` / `encode` return float32 numpy [n, d].
+  """`encode_queries` / `encode_documents` / `encode` return float32 numpy [n, d] for a list of
+  texts, and [d] for one string, as sentence-transformers does.
 
   Texts are sorted by length and padded to fixed buckets, so the jitted encoder compiles
   once per bucket; results come back in the caller's order. A batch at most 3/4 real tokens
   (the last one, or lengths spread within a bucket) runs unpadded, at a capacity of 1/4, 1/2
   or 3/4 of the bucket: one more compilation for each capacity met. `unpad = False` turns that off.
+
+  Bad input is an InputError before any encoding: an item that is not a string, a batch size
+  below 1, a max_length outside 1 … the model's positions. Non-finite embeddings (NaN or inf
+  parameters) are an InputError naming the model and how many texts gave them.
   """
   unpad = True
 
   def __init__(self, backbone: nnx.Module, backbone_config, tokenizer: tokenizers.Tokenizer,
-               settings: sentence_config.SentenceConfig, *, tokenizer_files: dict | None = None):
+               settings: sentence_config.SentenceConfig, *, tokenizer_files: dict | None = None, source="model"):
     self.backbone_config = backbone_config
-    limit = self.max_positions
-    self.settings = dataclasses.replace(settings, max_length=min(settings.max_length or limit, limit))
+    self.source = str(source)
+    max_length = check_max_length(settings.max_length, self.max_positions, self.source)
+    self.settings = dataclasses.replace(settings, max_length=max_length)
     self.batcher = TextBatcher(tokenizer, self.settings.max_length, _pad_id(tokenizer, backbone_config))
     self.tokenizer_files = tokenizer_files or {}
     self.graphdef, self.params = nnx.split(backbone)
@@ -59,13 +74,13 @@ class DenseRetriever:
   def from_pretrained(cls, folder, *, dtype=jnp.float32, **overrides):
     """A Hugging Face (sentence-transformers) folder; overrides are SentenceConfig fields."""
     folder = pathlib.Path(folder)
+    config, backbone = hf.load_backbone(folder, dtype=dtype)
     if not (folder / "tokenizer.json").is_file():
       raise InputError(folder, "expected tokenizer.json (a fast tokenizer) beside config.json")
-    config, backbone = hf.load_backbone(folder, dtype=dtype)
+    tokenizer = read_tokenizer(folder / "tokenizer.json")
     settings = dataclasses.replace(sentence_config.read(folder), **overrides)
     files = {n: (folder / n).read_bytes() for n in TOKENIZER_FILES if (folder / n).is_file()}
-    return cls(backbone, config, tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json")), settings,
-               tokenizer_files=files)
+    return cls(backbone, config, tokenizer, settings, tokenizer_files=files, source=folder)
 
   @classmethod
   def random(cls, hf_config: dict, tokenizer: tokenizers.Tokenizer, settings: sentence_config.SentenceConfig, *,
@@ -74,7 +89,7 @@ class DenseRetriever:
     config_cls, model_cls, _, _ = hf.architecture(hf_config, "config.model.random")
     config = config_cls.from_hf(hf_config)
     return cls(model_cls(config, dtype=dtype, rngs=nnx.Rngs(seed)), config, tokenizer, settings,
-               tokenizer_files={"tokenizer.json": tokenizer.to_str().encode()})
+               tokenizer_files={"tokenizer.json": tokenizer.to_str().encode()}, source="config.model.random")
 
   def with_params(self, params) -> "DenseRetriever":
     """The same retriever with other parameters (a pure dict, as training holds them)."""
@@ -101,14 +116,23 @@ class DenseRetriever:
                  token_capacity)
 
   def encode(self, texts, batch_size: int = 32, show_progress_bar: bool = False, prompt: str = "") -> np.ndarray:
-    texts = [prompt + t for t in texts]
+    """[n, d] for a list of n texts; [d] for one string."""
+    if isinstance(texts, str):
+      return self.encode([texts], batch_size, show_progress_bar, prompt)[0]
+    texts = [prompt + t for t in check_texts(texts)]
+    batch_size = checks.integer(batch_size, "batch_size", low=1)
     out = np.zeros((len(texts), self.dimension), np.float32)
     batches = self.batcher.batches(texts, batch_size)
     total = -(-len(texts) // batch_size)
-    for b in tqdm(batches, total=total, disable=not show_progress_bar, desc="encode", unit="batch"):
+    for i, b in enumerate(tqdm(batches, total=total, disable=not show_progress_bar, desc="encode", unit="batch")):
       emb = self._embed(self.params, b.input_ids, b.attention_mask, b.token_type_ids,
                         token_capacity=unpadding.token_capacity(b.attention_mask) if self.unpad else None)
       out[b.rows] = np.asarray(emb)[:len(b.rows)]
+      bad = np.sort(b.rows[~np.isfinite(out[b.rows]).all(1)])
+      if len(bad):
+        raise InputError(self.source, f"non-finite embeddings for {len(bad)} of the {i * batch_size + len(b.rows)} "
+                         f"texts encoded so far (positions {', '.join(map(str, bad[:5]))}"
+                         f"{', …' if len(bad) > 5 else ''}): the parameters hold NaN or inf (a diverged checkpoint?)")
     return out
 
   def encode_queries(self, texts, batch_size: int = 32, show_progress_bar: bool = False) -> np.ndarray:
@@ -131,13 +155,9 @@ class DenseRetriever:
 
   def save_pretrained(self, folder) -> None:
     """A folder that transformers and sentence-transformers load as they are."""
-    folder = pathlib.Path(folder)
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    hf.export_backbone(self.backbone, self.backbone_config, partial)
-    for name, data in self.tokenizer_files.items():
-      (partial / name).write_bytes(data)
-    sentence_config.write(partial, self.settings, self.dimension)
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.rename(folder)
+    with atomic_directory(folder) as partial:
+      hf.export_backbone(self.backbone, self.backbone_config, partial)
+      for name, data in self.tokenizer_files.items():
+        (partial / name).write_bytes(data)
+      sentence_config.write(partial, self.settings, self.dimension)
 

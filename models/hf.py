@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 
 from ..errors import InputError
-from ..files import atomic_path, write_atomic
+from ..files import atomic_path, read_json, write_atomic
 
 # model_type → (module in retrax.models, config class, model class, transformers class).
 ARCHITECTURES = {
@@ -34,10 +34,7 @@ def read_config(folder) -> dict:
   path = pathlib.Path(folder) / "config.json"
   if not path.is_file():
     raise InputError(folder, "expected a Hugging Face model folder with config.json")
-  try:
-    return json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise InputError(path, f"invalid JSON: {e.msg}", line=e.lineno) from None
+  return read_json(path)
 
 
 def architecture(hf_config: dict, source):
@@ -51,23 +48,40 @@ def architecture(hf_config: dict, source):
 
 
 def read_weights(folder) -> dict[str, np.ndarray]:
+  """Every tensor of the folder's weights as float32; an unreadable file is an InputError naming it."""
   folder = pathlib.Path(folder)
   index = folder / "model.safetensors.index.json"
   if (folder / "model.safetensors").is_file():
     files = [folder / "model.safetensors"]
   elif index.is_file():
-    files = sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()})
+    files = _shards(index)
   elif (folder / "pytorch_model.bin").is_file():
     return _read_torch_bin(folder / "pytorch_model.bin")
   else:
-    raise InputError(folder, "expected model.safetensors, model.safetensors.index.json or pytorch_model.bin")
-  from safetensors import safe_open
-  tensors = {}
-  for f in files:
-    with safe_open(f, framework="flax") as reader:
-      for key in reader.keys():
-        tensors[key] = np.asarray(reader.get_tensor(key), dtype=np.float32)
-  return tensors
+    found = sorted(p.name for p in folder.iterdir())
+    raise InputError(folder, "the weights are missing: expected model.safetensors, model.safetensors.index.json or "
+                     f"pytorch_model.bin, found {found}")
+  return {key: value for f in files for key, value in _read_safetensors(f).items()}
+
+
+def _shards(index: pathlib.Path) -> list[pathlib.Path]:
+  weight_map = read_json(index).get("weight_map")
+  if not isinstance(weight_map, dict):
+    raise InputError(index, 'expected a "weight_map" object')
+  files = sorted({index.parent / str(f) for f in weight_map.values()})
+  missing = [f.name for f in files if not f.is_file()]
+  if missing:
+    raise InputError(index, f"names shard files that are missing: {missing}")
+  return files
+
+
+def _read_safetensors(path) -> dict[str, np.ndarray]:
+  from safetensors import SafetensorError, safe_open
+  try:
+    with safe_open(path, framework="flax") as reader:  # flax: bfloat16 tensors too
+      return {key: np.asarray(reader.get_tensor(key), dtype=np.float32) for key in reader.keys()}
+  except (SafetensorError, OSError, ValueError) as e:
+    raise InputError(path, f"not a readable safetensors file, truncated or corrupt? ({e})") from None
 
 
 def _read_torch_bin(path):
@@ -75,7 +89,10 @@ def _read_torch_bin(path):
     import torch
   except ImportError:
     raise InputError(path, "reading pytorch_model.bin needs torch; install it or convert to safetensors") from None
-  state = torch.load(path, map_location="cpu", weights_only=True)
+  try:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as e:  # torch raises many kinds (RuntimeError, UnpicklingError, EOFError, …) for a bad file
+    raise InputError(path, f"not a readable PyTorch checkpoint, truncated or corrupt? ({e})") from None
   return {k: v.float().numpy() for k, v in state.items()}
 
 

@@ -1,13 +1,28 @@
 """retrax.load(path): a Hugging Face model folder, or a retrax checkpoint, to a retriever."""
 import pathlib
 
+import jax.numpy as jnp
+
+from .. import checks
 from ..errors import InputError
 from . import checkpoint
 from .dense import DenseRetriever
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _dtype_name(dtype) -> str:
+  try:
+    return jnp.dtype(dtype).name
+  except TypeError:
+    return str(dtype)
+
 
 def load(path, **kwargs) -> DenseRetriever:
-  """kwargs: `dtype`, and SentenceConfig overrides (pooling, normalize, max_length, prompts)."""
+  """kwargs: `dtype` (the compute dtype: float32, bfloat16 or float16), and SentenceConfig
+  overrides (pooling, normalize, max_length, prompts)."""
+  if "dtype" in kwargs:
+    checks.choice(_dtype_name(kwargs["dtype"]), "dtype", DTYPES)
   path = pathlib.Path(path)
   if checkpoint.is_checkpoint(path):
     return checkpoint.load(path, **kwargs)

@@ -7,34 +7,57 @@ import dataclasses
 import json
 import pathlib
 
+from .. import checks
 from ..errors import InputError
-from ..files import write_atomic
+from ..files import read_json, write_atomic
+from .pooling import MODES as POOLING_MODES
 
 POOLING_KEYS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
                 "lasttoken": "pooling_mode_lasttoken"}
 UNSUPPORTED_POOLING = ("pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens",
                        "pooling_mode_weightedmean_tokens")
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
+SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
 
 
 @dataclasses.dataclass(frozen=True)
 class SentenceConfig:
+  """How token states become a sentence embedding; each field is checked when the config is made."""
   pooling: str = "mean"
   normalize: bool = False
   max_length: int | None = None
   query_prompt: str = ""
   document_prompt: str = ""
 
+  def __post_init__(self):
+    checks.choice(self.pooling, "pooling", POOLING_MODES)
+    if not isinstance(self.normalize, bool):
+      raise InputError("normalize", f"expected true or false, got {self.normalize!r}")
+    for name in ("query_prompt", "document_prompt"):
+      if not isinstance(getattr(self, name), str):
+        raise InputError(name, f"expected a string, got {getattr(self, name)!r}")
 
-def _read_json(path):
-  try:
-    return json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise InputError(path, f"invalid JSON: {e.msg}", line=e.lineno) from None
+
+def _modules(folder: pathlib.Path) -> dict[str, str]:
+  """{module type: its folder} from modules.json; a module that would change the embeddings
+  beyond these settings, or a folder that is not there, is an InputError."""
+  path = folder / "modules.json"
+  kinds = {}
+  for i, module in enumerate(read_json(path, list)):
+    if not isinstance(module, dict) or not isinstance(module.get("type"), str):
+      raise InputError(path, f"module {i}: expected an object with a string \"type\", got {module!r}")
+    kind, sub = module["type"].rsplit(".", 1)[-1], module.get("path", "")
+    if kind not in SUPPORTED_MODULES:
+      raise InputError(path, f"module {i} has type {module['type']!r}; supported: {list(SUPPORTED_MODULES)}")
+    if kind == "Pooling" and not (folder / sub / "config.json").is_file():
+      raise InputError(path, f"module {i} (Pooling) names folder {sub!r}, but {folder / sub / 'config.json'} "
+                             "does not exist")
+    kinds[kind] = sub
+  return kinds
 
 
 def _pooling(path) -> str:
-  cfg = _read_json(path)
+  cfg = read_json(path)
   on = [mode for mode, key in POOLING_KEYS.items() if cfg.get(key)]
   off = [key for key in UNSUPPORTED_POOLING if cfg.get(key)]
   if off or len(on) != 1:
@@ -49,13 +72,16 @@ def read(folder) -> SentenceConfig:
   folder = pathlib.Path(folder)
   if not (folder / "modules.json").is_file():
     return SentenceConfig()
-  modules = _read_json(folder / "modules.json")
-  kinds = {m["type"].rsplit(".", 1)[-1]: m.get("path", "") for m in modules}
+  kinds = _modules(folder)
   pooling = _pooling(folder / kinds["Pooling"] / "config.json") if "Pooling" in kinds else "mean"
   bert_cfg = folder / "sentence_bert_config.json"
-  max_length = _read_json(bert_cfg).get("max_seq_length") if bert_cfg.is_file() else None
+  max_length = read_json(bert_cfg).get("max_seq_length") if bert_cfg.is_file() else None
+  if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)):
+    raise InputError(bert_cfg, f"max_seq_length: expected an integer or null, got {max_length!r}")
   st_cfg = folder / "config_sentence_transformers.json"
-  prompts = _read_json(st_cfg).get("prompts", {}) if st_cfg.is_file() else {}
+  prompts = read_json(st_cfg).get("prompts", {}) if st_cfg.is_file() else {}
+  if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+    raise InputError(st_cfg, f"prompts: expected an object of strings, got {prompts!r}")
   document_prompt = next((prompts[n] for n in DOCUMENT_PROMPT_NAMES if n in prompts), "")
   return SentenceConfig(pooling, "Normalize" in kinds, max_length, prompts.get("query", ""), document_prompt)
 

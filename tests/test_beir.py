@@ -5,6 +5,7 @@ import json
 import logging
 import pathlib
 import re
+import zlib
 
 import pytest
 
@@ -78,17 +79,55 @@ def test_jsonl_qrels_limit_and_split_forms(tmp_path):
   assert beir.splits(tmp_path / "a") == ["test"] and beir.splits(tmp_path / "b") == ["dev", "test"]
 
 
-def test_unknown_documents_and_queries_are_counted_dropped_and_logged(tmp_path, caplog):
+def test_unknown_documents_are_kept_and_unknown_queries_dropped_counted_and_logged(tmp_path, caplog):
+  """Judgments of documents missing from the corpus stay (pytrec_eval counts them, as BEIR passes
+  its qrels whole); judgments of queries missing from the queries file cannot be evaluated."""
   qrels = HEADER + "q1\td1\t1\nq1\tgone\t1\nq3\tgone2\t1\nq3\td3\t1\nq9\td1\t1\nq2\tgone\t2\n"
   folder = _small(tmp_path, **{"qrels/test.tsv": qrels})
   with caplog.at_level(logging.WARNING):
     c = beir.load_collection(folder)
-  assert c.qrels == {"q1": {"d1": 1}, "q3": {"d3": 1}}
-  assert c.queries == {"q1": "what divides?", "q3": "where?"}  # q2's only judgment named an unknown document
+  assert c.qrels == {"q1": {"d1": 1, "gone": 1}, "q3": {"gone2": 1, "d3": 1}, "q2": {"gone": 2}}
+  assert c.queries == {"q1": "what divides?", "q2": "unjudged", "q3": "where?"}
   assert (c.unknown_documents, c.unknown_queries) == (3, 1)
   path = folder / "qrels" / "test.tsv"
-  assert f"{path}: dropped 3 judgments naming documents not in the corpus" in caplog.text
+  assert f"{path}: 3 judgments name documents not in the corpus; they count" in caplog.text
   assert f"{path}: dropped 1 judgments naming queries not in the queries file" in caplog.text
+
+
+def test_byte_order_marks_are_dropped(tmp_path):
+  bom = "\ufeff"
+  folder = _small(tmp_path, **{"qrels/test.tsv": bom + "q1\td1\t1\n",
+                               "queries.jsonl": bom + _jsonl([{"_id": "q1", "text": "what divides?"}]),
+                               "corpus.jsonl": bom + _jsonl([{"_id": "d1", "text": "divide"}])})
+  c = beir.load_collection(folder)
+  assert c.qrels == {"q1": {"d1": 1}} and c.queries == {"q1": "what divides?"} and list(c.corpus) == ["d1"]
+  c = beir.load_collection(_small(tmp_path / "b", **{"qrels/test.tsv": bom + HEADER + "q1\td1\t1\n"}))
+  assert c.qrels == {"q1": {"d1": 1}}
+
+
+@pytest.mark.parametrize("header", ["query-id\tcorpus-id\tscore", "query_id\tcorpus_id\tscore", "Query-ID\tCorpus-ID\tScore"])
+def test_a_header_is_a_first_line_naming_the_columns(tmp_path, header):
+  c = beir.load_collection(_small(tmp_path, **{"qrels/test.tsv": f"{header}\nq1\td1\t1\n"}))
+  assert c.qrels == {"q1": {"d1": 1}}
+
+
+@pytest.mark.parametrize("first", ["q1\td1\t1.5", "q1\td1\trelevant", "qid\tdocid\trel"])
+def test_headerless_first_row_with_a_bad_score_is_an_error(tmp_path, first):
+  folder = _small(tmp_path, **{"qrels/test.tsv": f"{first}\nq3\td3\t1\n"})
+  with pytest.raises(InputError) as e:
+    beir.load_collection(folder)
+  assert str(e.value).startswith(f"{folder / 'qrels' / 'test.tsv'}:1: expected an integer score")
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("corpus.jsonl", "", "corpus.jsonl: holds no documents"),
+    ("queries.jsonl", "\n\n", "queries.jsonl: holds no queries"),
+    ("qrels/test.tsv", HEADER, "test.tsv: holds no judgments"),
+    ("qrels/test.tsv", HEADER + "x1\td1\t1\nx2\td2\t1\n", "test.tsv: none of its 2 judged queries is in"),
+])
+def test_empty_inputs_are_one_error_naming_the_file(tmp_path, name, text, expected):
+  with pytest.raises(InputError, match=re.escape(expected)):
+    beir.load_collection(_small(tmp_path, **{name: text}))
 
 
 BAD_FILES = [
@@ -108,6 +147,9 @@ BAD_FILES = [
     ("qrels/test.tsv", HEADER + "q1\td1\t1\nq1\td1\t2\n", 3, "duplicate judgment of 'd1' for query 'q1' (first on line 2)"),
     ("qrels.jsonl", '{"query-id": "q1", "corpus-id": "d1", "score": "1"}\n', 1, "expected 'score' to be int, got str"),
     ("qrels.jsonl", '{"query-id": "q1", "score": 1}\n', 1, "expected a 'corpus-id' field"),
+    ("corpus.jsonl", '{"_id": "d1", "text": "a"}\n{"_id": " ", "text": "b"}\n', 2, "expected a non-empty '_id', got ' '"),
+    ("queries.jsonl", '{"_id": "", "text": "a"}\n', 1, "expected a non-empty '_id', got ''"),
+    ("qrels/test.tsv", HEADER + "q1\t\t1\n", 2, "expected a non-empty document id, got ''"),
 ]
 
 
@@ -135,6 +177,19 @@ def test_missing_files_name_folder_and_candidates(tmp_path):
 def test_corrupt_gzip_is_an_input_error(tmp_path):
   folder = _small(tmp_path, **{"corpus.jsonl": None})
   (folder / "corpus.jsonl.gz").write_bytes(b"not gzip at all")
+  with pytest.raises(InputError, match=re.escape(f"{folder / 'corpus.jsonl.gz'}: cannot read the file")):
+    beir.load_collection(folder)
+
+
+def test_corrupt_gzip_stream_is_an_input_error(tmp_path):
+  """A valid gzip header over a damaged deflate stream raises zlib.error, not OSError."""
+  folder = _small(tmp_path, **{"corpus.jsonl": None})
+  rows = _jsonl({"_id": f"d{i}", "text": f"document number {i} " * 20} for i in range(200))
+  data = bytearray(gzip.compress(rows.encode()))
+  data[20:84] = b"\xff" * 64                    # the deflate block header: "invalid bit length repeat"
+  (folder / "corpus.jsonl.gz").write_bytes(bytes(data))
+  with pytest.raises(zlib.error):
+    list(gzip.open(folder / "corpus.jsonl.gz"))
   with pytest.raises(InputError, match=re.escape(f"{folder / 'corpus.jsonl.gz'}: cannot read the file")):
     beir.load_collection(folder)
 

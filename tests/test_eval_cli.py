@@ -73,3 +73,29 @@ def test_misspelt_config_key_is_an_error(tmp_path):
   done = run_eval(tmp_path, "--config.batchsize=8")
   assert done.returncode != 0
   assert "batchsize" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bad_config_fails_in_one_line_before_the_model_loads(tmp_path):
+  done = run_eval(tmp_path / "out", "--config.measures=('nDCG@10','nDCG@ten')", "--config.model=/nonexistent")
+  assert done.returncode == 1 and "Traceback" not in done.stderr
+  errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+  assert errors == ["error: config.measures: unknown measure 'nDCG@ten'; supported: nDCG@k, nDCG, R@k, P@k, RR@k, RR, "
+                    "AP@k, AP (k a positive integer)"], done.stderr
+  assert not (tmp_path / "out").exists()
+
+
+def test_a_truncated_model_file_is_one_line_and_leaves_no_workdir(tmp_path):
+  from retrax.models.dense import DenseRetriever
+  from retrax.models.sentence_config import SentenceConfig
+  from retrax.models.vocab import word_level_tokenizer
+  tokenizer = word_level_tokenizer(["who likes neon kites"], 50)
+  DenseRetriever.random(dict(model_type="bert", vocab_size=tokenizer.get_vocab_size(), hidden_size=16,
+                             num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                             max_position_embeddings=32), tokenizer, SentenceConfig()).save_pretrained(tmp_path / "m")
+  weights = tmp_path / "m" / "model.safetensors"
+  weights.write_bytes(weights.read_bytes()[:1000])
+  done = run_eval(tmp_path / "out", f"--config.model={tmp_path / 'm'}")
+  assert done.returncode == 1 and "Traceback" not in done.stderr
+  errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and errors[0].startswith(f"error: {weights}: not a readable safetensors file"), done.stderr
+  assert not (tmp_path / "out").exists()

@@ -1,5 +1,4 @@
 """TREC qrels and runs: exact values, trec_eval's ranking order, atomic writes, file:line errors."""
-import logging
 import re
 
 import pytest
@@ -38,11 +37,23 @@ def test_write_then_read_is_exact(tmp_path):
   assert trec.read_run(tmp_path / "run.trec") == run
 
 
-def test_write_run_replaces_whitespace_in_ids(tmp_path, caplog):
-  with caplog.at_level(logging.WARNING):
-    trec.write_run(tmp_path / "run.trec", {"query 1": {"Geneva Durben": 1.0, "plain": 0.5}})
-  assert (tmp_path / "run.trec").read_text() == "query_1 Q0 Geneva_Durben 1 1.0 retrax\nquery_1 Q0 plain 2 0.5 retrax\n"
-  assert "2 ids hold whitespace" in caplog.text
+def test_ids_with_whitespace_are_escaped_reversibly_and_never_collide(tmp_path):
+  ids = ["Geneva Durben", "Geneva_Durben", "Geneva%20Durben", "tab\there", "nbsp\u00a0x", "100%", "plain"]
+  run = {"query 1": {d: float(i) for i, d in enumerate(ids)}, "query_1": {"plain": 2.0}}
+  trec.write_run(tmp_path / "run.trec", run)
+  lines = (tmp_path / "run.trec").read_text().splitlines()
+  assert lines[0] == "query%201 Q0 plain 1 6.0 retrax"
+  assert "query%201 Q0 Geneva%20Durben 7 0.0 retrax" in lines and "query%201 Q0 Geneva%2520Durben 5 2.0 retrax" in lines
+  assert all(len(line.split()) == 6 for line in lines)
+  assert trec.read_run(tmp_path / "run.trec") == run
+  (tmp_path / "qrels.txt").write_text("query%201 0 Geneva%20Durben 1\nquery_1 0 Geneva_Durben 2\n")
+  assert trec.read_qrels(tmp_path / "qrels.txt") == {"query 1": {"Geneva Durben": 1}, "query_1": {"Geneva_Durben": 2}}
+
+
+def test_a_tag_with_whitespace_is_refused(tmp_path):
+  with pytest.raises(InputError, match="tag: expected a non-empty run tag"):
+    trec.write_run(tmp_path / "run.trec", {"q": {"d": 1.0}}, tag="my run")
+  assert not (tmp_path / "run.trec").exists()
 
 
 @pytest.mark.parametrize("reader, text, line, expected", [
@@ -53,6 +64,7 @@ def test_write_run_replaces_whitespace_in_ids(tmp_path, caplog):
     (trec.read_run, "q1 Q0 d1 1 0.5 t\nq1 Q0 d2 2 high t\n", 2, "expected a number for the score, got 'high'"),
     (trec.read_run, "q1 Q0 d1 first 0.5 t\n", 1, "expected an integer rank, got 'first'"),
     (trec.read_run, "q1 Q0 d1 1 0.5 t\nq1 Q0 d1 2 0.4 t\n", 2, "duplicate document 'd1' for query 'q1' (first on line 1)"),
+    (trec.read_run, "q1 Q0 d1 1 0.5 t\nq1 Q0 d%FF 2 0.4 t\n", 2, "an id's %-escapes are not UTF-8"),
 ])
 def test_bad_line_names_file_and_line(tmp_path, reader, text, line, expected):
   path = tmp_path / "file.txt"
@@ -62,5 +74,5 @@ def test_bad_line_names_file_and_line(tmp_path, reader, text, line, expected):
 
 
 def test_missing_file_is_an_input_error(tmp_path):
-  with pytest.raises(InputError, match=re.escape(f"{tmp_path / 'absent'}: cannot read the file")):
+  with pytest.raises(InputError, match=re.escape(f"{tmp_path / 'absent'}: no such file")):
     trec.read_run(tmp_path / "absent")

@@ -8,12 +8,13 @@ teacher scores come from an optional JSONL file, one object per line:
 (`scores` optional; when given, every candidate's label is its teacher score). A query's
 positives are split into groups of `num_positives`, one row per group, so every positive
 is seen once per epoch. Bad rows (no positive, an empty text, an unknown id, a candidate
-without a teacher score) are counted by reason and skipped, never silently.
+without a teacher score) and judged positives missing from the corpus are counted by reason
+and skipped, never silently.
 """
 import collections
 import dataclasses
-import json
 import logging
+import math
 import pathlib
 
 from ..errors import InputError
@@ -45,25 +46,18 @@ def read_candidates(path) -> dict[str, dict]:
   """qid → {"negatives": [...], "scores": {...}} from a JSONL candidates file."""
   path = pathlib.Path(path)
   out = {}
-  with path.open() as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        obj = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise InputError(path, f"invalid JSON: {e.msg}", line=line_no) from None
-      if not isinstance(obj, dict) or not isinstance(obj.get("qid"), str):
-        raise InputError(path, 'expected an object with a string "qid"', line=line_no)
-      negatives, scores = obj.get("negatives", []), obj.get("scores")
-      if not isinstance(negatives, list) or not all(isinstance(d, str) for d in negatives):
-        raise InputError(path, '"negatives" must be a list of document ids', line=line_no)
-      if scores is not None and not (isinstance(scores, dict) and
-                                     all(isinstance(v, (int, float)) for v in scores.values())):
-        raise InputError(path, '"scores" must map document ids to numbers', line=line_no)
-      if obj["qid"] in out:
-        raise InputError(path, f"duplicate qid {obj['qid']!r}", line=line_no)
-      out[obj["qid"]] = {"negatives": negatives, "scores": scores}
+  for line_no, obj in beir.json_objects(path):
+    if not isinstance(obj.get("qid"), str):
+      raise InputError(path, 'expected an object with a string "qid"', line=line_no)
+    negatives, scores = obj.get("negatives", []), obj.get("scores")
+    if not isinstance(negatives, list) or not all(isinstance(d, str) for d in negatives):
+      raise InputError(path, '"negatives" must be a list of document ids', line=line_no)
+    if scores is not None and not (isinstance(scores, dict) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in scores.values())):
+      raise InputError(path, '"scores" must map document ids to finite numbers', line=line_no)
+    if obj["qid"] in out:
+      raise InputError(path, f"duplicate qid {obj['qid']!r}", line=line_no)
+    out[obj["qid"]] = {"negatives": negatives, "scores": scores}
   return out
 
 
@@ -73,7 +67,8 @@ def build(folder, split: str, candidates_file=None, num_positives: int = 1) -> T
   skipped = collections.Counter(unknown_qid_in_candidates=len(set(candidates) - set(collection.queries)))
   rows = []
   for qid, judged in collection.qrels.items():
-    positives = [d for d, grade in judged.items() if grade > 0]
+    positives = [d for d, grade in judged.items() if grade > 0 and d in collection.corpus]
+    skipped["unknown_positive_id"] += sum(grade > 0 and d not in collection.corpus for d, grade in judged.items())
     entry = candidates.get(qid, {"negatives": [], "scores": None})
     known_negatives = [d for d in entry["negatives"] if d in collection.corpus and d not in judged]
     skipped["unknown_negative_id"] += sum(d not in collection.corpus for d in entry["negatives"])

@@ -9,13 +9,17 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh
 
+from .. import checks
 from ..errors import InputError
 
 AXES = ("data", "fsdp", "tensor")
 
 
 def mesh_shape(mesh_config, num_devices: int) -> tuple[int, int, int]:
-  sizes = [int(mesh_config[a]) for a in AXES]
+  sizes = [mesh_config[a] for a in AXES]
+  for axis, size in zip(AXES, sizes):
+    if size != -1:
+      checks.integer(size, f"config.mesh.{axis}", low=1)
   if sizes.count(-1) > 1:
     raise InputError("config.mesh", f"at most one axis may be -1, got {dict(zip(AXES, sizes))}")
   known = math.prod(s for s in sizes if s != -1)

@@ -15,6 +15,7 @@ import inspect
 
 import jax.numpy as jnp
 
+from .. import checks
 from ..errors import InputError
 from . import losses
 
@@ -51,6 +52,11 @@ def loss_fn(loss_config):
   unknown = sorted(set(hparams) - set(params))
   if unknown:
     raise InputError("config.loss", f"{loss_config.name} takes no {unknown}; it takes {list(params)[3:]}")
+  for key, value in hparams.items():
+    if key.endswith("temperature"):  # scores are divided by it
+      checks.number(value, f"config.loss.{key}", above=0)
+    elif isinstance(params[key].default, bool) and not isinstance(value, bool):
+      raise InputError(f"config.loss.{key}", f"expected true or false, got {value!r}")
   needs_key = "key" in params
 
   def apply(scores, labels, mask, key):

@@ -1,5 +1,8 @@
 """The pure train step: (state, batch, key) → (state, metrics), jitted over sharded global arrays.
 
+metrics: the loss, the gradients' global norm and the updated parameters' global norm (the
+last two are what divergence.py checks: a non-finite parameter makes its norm non-finite).
+
 Gradients come one of three ways, all equal up to float rounding:
   - plain backprop through the whole batch;
   - accumulation over `accumulate` micro-batches (each with its own in-batch negatives);
@@ -98,7 +101,7 @@ class StepBuilder:
     loss, grads = grads_fn(state.params, batch, key)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
     return TrainState(params, opt_state, state.step + 1), metrics
 
 

@@ -2,8 +2,11 @@
 
   retriever + training rows → grain pipeline → global sharded batch → jitted step → orbax
 
-On SIGTERM it saves and exits cleanly; on restart it resumes from the latest complete
-checkpoint, data iterator included, so the losses continue exactly.
+On SIGTERM it saves and exits cleanly; on restart it resumes from the newest readable
+checkpoint, data iterator included, so the losses continue exactly. A restart first checks
+its config against the saved one (resume.py) and writes nothing in the workdir until the
+restore has succeeded. The first non-finite loss, gradient norm or parameter stops the run
+with an error (divergence.py).
 """
 import logging
 import pathlib
@@ -16,12 +19,14 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from ..errors import InputError
 from ..eval import beir
 from ..eval.driver import evaluate_retriever
+from ..files import check_folder
 from ..models import checkpoint as retriever_checkpoint
-from . import distributed, examples, mining
+from ..models.batching import check_max_length
+from . import config_check, distributed, examples, mining, resume
 from .checkpoints import Checkpointer
+from .divergence import DivergenceCheck
 from .mesh import make_mesh
 from .metric_writer import MetricWriter
 from .model_setup import build_retriever, data_folder
@@ -30,19 +35,6 @@ from .optimizer import make_optimizer, schedule
 from .pipeline import Pipeline, global_batch
 from .preemption import StopSignal
 from .step import StepBuilder, TrainState, initial_state
-
-
-def check_config(config, mesh):
-  rows_axis = mesh.shape["data"] * mesh.shape["fsdp"]
-  parts = max(config.accumulate_steps, config.grad_cache_chunks, 1)
-  if config.batch_size % (parts * rows_axis):
-    raise InputError("config.batch_size", f"{config.batch_size} must be a multiple of accumulate_steps or "
-                     f"grad_cache_chunks ({parts}) × mesh data·fsdp ({rows_axis})")
-  if config.best_metric and not (config.eval.every and config.best_metric in config.eval.measures):
-    raise InputError("config.best_metric", f"{config.best_metric!r} needs config.eval.every > 0 and to be one of "
-                     f"config.eval.measures {tuple(config.eval.measures)}")
-  if config.accumulate_steps > 1 and config.grad_cache_chunks:
-    raise InputError("config", "use accumulate_steps or grad_cache_chunks, not both")
 
 
 def evaluate_params(retriever, params, config, workdir, step) -> dict:
@@ -62,21 +54,31 @@ def evaluate_params(retriever, params, config, workdir, step) -> dict:
 
 
 def train(config, workdir) -> TrainState:
-  workdir = pathlib.Path(workdir)
+  workdir = check_folder(workdir)
   distributed.initialize(config.distributed)
-  is_main = jax.process_index() == 0
   mesh = make_mesh(config.mesh)
+  config_check.check(config, mesh)
+  checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints, best_metric=config.best_metric or None,
+                              best_mode=config.best_mode)
+  try:
+    return _train(config, workdir, mesh, checkpointer)
+  finally:
+    checkpointer.close()
+
+
+def _train(config, workdir, mesh, checkpointer) -> TrainState:
+  is_main = jax.process_index() == 0
   rules = tuple(tuple(r) for r in config.sharding_rules)
-  check_config(config, mesh)
   loss = loss_fn(config.loss)
   optimizer = make_optimizer(config)
-  workdir.mkdir(parents=True, exist_ok=True)
+  saved = checkpointer.saved_config()
+  if saved is not None:
+    resume.check(saved[1], config, checkpointer.directory / str(saved[0]))
 
   folder = data_folder(config.data, workdir)
   retriever = build_retriever(config.model, folder, config.data.split, config.dtype, seed=config.seed)
   for key in ("query_max_len", "doc_max_len"):
-    if config.data[key] > retriever.max_positions:
-      raise InputError(f"config.data.{key}", f"{config.data[key]} exceeds the model's {retriever.max_positions} positions")
+    check_max_length(config.data[key], retriever.max_positions, f"config.data.{key}")
   candidates = config.data.candidates
   if config.data.mine.enabled and not candidates:
     candidates = workdir / "negatives.jsonl"
@@ -85,8 +87,6 @@ def train(config, workdir) -> TrainState:
                             depth=config.data.mine.depth, skip_top=config.data.mine.skip_top,
                             batch_size=config.data.mine.batch_size, show_progress=config.progress and is_main)
   training_set = examples.build(folder, config.data.split, candidates or None, config.data.num_positives)
-  if is_main:
-    retriever_checkpoint.write_manifest(retriever, workdir)
 
   pipeline = Pipeline(training_set, retriever.batcher.tokenizer, retriever.batcher.pad_id, config.data,
                       retriever.settings, seed=config.seed, global_batch=config.batch_size,
@@ -102,46 +102,57 @@ def train(config, workdir) -> TrainState:
 
   eval_config = config.eval.copy_and_resolve_references()
   eval_config.data = eval_config.data or str(folder)
-  checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints, best_metric=config.best_metric or None,
-                              best_mode=config.best_mode)
-  iterator = pipeline.dataset.to_iter_dataset()
-  data_iter = iter(iterator)
-  if checkpointer.latest_step() is not None:
+  if config.eval.every:
+    beir.load_collection(eval_config.data, eval_config.split)  # its errors now, not after the first steps
+  data_iter = iter(pipeline.dataset.to_iter_dataset())
+  if saved is not None:
     state, data_state = checkpointer.restore(state)
     data_iter.set_state(data_state)
     logging.warning("resumed from step %d", int(state.step))
+  if is_main:
+    retriever_checkpoint.write_manifest(retriever, workdir)
   start = int(state.step)
   writer = MetricWriter(workdir, resume_step=start, enabled=is_main)
+  finite = DivergenceCheck(lr_schedule, checkpointer)
   stop = StopSignal()
   key = jax.random.key(config.seed)
   bar = tqdm(total=config.total_steps, initial=start, disable=not (config.progress and is_main), unit="step")
   window_start, window_examples = time.perf_counter(), 0
-  for step in range(start, config.total_steps):
-    batch = global_batch(next(data_iter), mesh, rules, config.data)
-    state, metrics = step_fn(state, batch, key)
-    window_examples += config.batch_size
-    done = step + 1
-    if done % config.log_every == 0 or done == config.total_steps:
-      metrics = jax.device_get(metrics)
-      elapsed = time.perf_counter() - window_start
-      writer.write(done, {**metrics, "learning_rate": lr_schedule(step), "examples_per_s": window_examples / elapsed})
-      bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-      window_start, window_examples = time.perf_counter(), 0
-    bar.update(1)
-    evaluated = None
-    if config.eval.every and (done % config.eval.every == 0 or done == config.total_steps):
-      evaluated = evaluate_params(retriever, state.params, eval_config, workdir, done)
-      writer.write(done, {f"eval/{k}": v for k, v in evaluated.items()})
-    stopping = stop.agreed()
-    if done % config.checkpoint_every == 0 or done == config.total_steps or stopping or evaluated:
-      checkpointer.save(state, data_iter.get_state(), config, metrics=evaluated)
-    if stopping:
-      logging.warning("SIGTERM: saved step %d, exiting", done)
-      break
-  bar.close()
-  checkpointer.wait()
-  checkpointer.close()
-  writer.close()
+  unchecked = None  # (step, metrics) of the step dispatched before this one
+  try:
+    for step in range(start, config.total_steps):
+      batch = global_batch(next(data_iter), mesh, rules, config.data)
+      state, metrics = step_fn(state, batch, key)
+      if unchecked:
+        finite(*unchecked)
+      done, unchecked = step + 1, (step + 1, metrics)
+      window_examples += config.batch_size
+      bar.update(1)
+      stopping = stop.agreed()
+      evaluating = config.eval.every and (done % config.eval.every == 0 or done == config.total_steps)
+      logging_now = done % config.log_every == 0 or done == config.total_steps
+      saving = done % config.checkpoint_every == 0 or done == config.total_steps or stopping or evaluating
+      if not (logging_now or evaluating or saving):
+        continue
+      host, unchecked = finite(done, metrics), None
+      if logging_now:
+        elapsed = time.perf_counter() - window_start
+        writer.write(done, {**host, "learning_rate": lr_schedule(step), "examples_per_s": window_examples / elapsed})
+        bar.set_postfix(loss=f"{host['loss']:.4f}")
+        window_start, window_examples = time.perf_counter(), 0
+      evaluated = None
+      if evaluating:
+        evaluated = evaluate_params(retriever, state.params, eval_config, workdir, done)
+        writer.write(done, {f"eval/{k}": v for k, v in evaluated.items()})
+      if saving:
+        checkpointer.save(state, data_iter.get_state(), config, metrics=evaluated)
+      if stopping:
+        logging.warning("SIGTERM: saved step %d, exiting", done)
+        break
+  finally:
+    bar.close()
+    checkpointer.wait()
+    writer.close()
   if is_main:
     print(training_set.summary())
   return state

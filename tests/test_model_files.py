@@ -1,0 +1,95 @@
+"""Broken model folders: one InputError naming the file, never a traceback from deep inside (tiny random model)."""
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+import retrax
+from retrax.errors import InputError
+from retrax.models import checkpoint
+from retrax.models.dense import DenseRetriever
+from retrax.models.sentence_config import SentenceConfig
+from retrax.models.vocab import word_level_tokenizer
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+  """A tiny model saved as a Hugging Face / sentence-transformers folder and as a retrax checkpoint."""
+  root = tmp_path_factory.mktemp("model")
+  tokenizer = word_level_tokenizer(["who likes neon kites", "velvet harps"], 50)
+  model = DenseRetriever.random(
+      dict(model_type="bert", vocab_size=tokenizer.get_vocab_size(), hidden_size=16, num_hidden_layers=1,
+           num_attention_heads=2, intermediate_size=32, max_position_embeddings=32),
+      tokenizer, SentenceConfig(pooling="mean", normalize=True))
+  model.save_pretrained(root / "hf")
+  checkpoint.save(model, root / "retrax")
+  return root, model.encode(["who likes neon kites"])
+
+
+def _copy(saved, kind, tmp_path):
+  folder = tmp_path / kind
+  shutil.copytree(saved[0] / kind, folder)
+  return folder
+
+
+def test_the_saved_folders_load(saved):
+  for kind in ("hf", "retrax"):
+    np.testing.assert_allclose(retrax.load(saved[0] / kind).encode(["who likes neon kites"]), saved[1], atol=1e-6)
+  assert not [p for p in saved[0].iterdir() if "partial" in p.name]
+
+
+def _break_hf(folder, how):
+  if how == "truncated safetensors":
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[:len(data) // 2])
+    return folder / "model.safetensors", "not a readable safetensors file"
+  if how == "corrupt tokenizer.json":
+    (folder / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "Nope"')
+    return folder / "tokenizer.json", "not a readable tokenizer.json"
+  if how == "modules.json names a missing folder":
+    shutil.rmtree(folder / "1_Pooling")
+    return folder / "modules.json", "module 1 (Pooling) names folder '1_Pooling', but"
+  if how == "modules.json has a module retrax cannot run":
+    modules = json.loads((folder / "modules.json").read_text())
+    modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    return folder / "modules.json", "module 3 has type 'sentence_transformers.models.Dense'; supported:"
+  if how == "only config.json":
+    for path in folder.iterdir():
+      if path.name != "config.json":
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return folder, "the weights are missing: expected model.safetensors"
+  if how == "config.json is not JSON":
+    (folder / "config.json").write_text('{"model_type": "bert",')
+    return folder / "config.json", "invalid JSON"
+  raise ValueError(how)
+
+
+@pytest.mark.parametrize("how", ["truncated safetensors", "corrupt tokenizer.json", "modules.json names a missing folder",
+                                 "modules.json has a module retrax cannot run", "only config.json",
+                                 "config.json is not JSON"])
+def test_a_broken_hugging_face_folder_is_one_error_naming_the_file(saved, tmp_path, how):
+  where, expected = _break_hf(_copy(saved, "hf", tmp_path), how)
+  with pytest.raises(InputError, match=f"^{re.escape(str(where))}(:\\d+)?: {re.escape(expected)}"):
+    retrax.load(tmp_path / "hf")
+
+
+@pytest.mark.parametrize("how, where, expected", [
+    ("manifest", "retriever.json", "invalid JSON"),
+    ("tokenizer", "tokenizer", "expected tokenizer.json"),
+    ("params", "params", "cannot be read"),
+])
+def test_a_broken_retrax_checkpoint_is_one_error_naming_the_file(saved, tmp_path, how, where, expected):
+  folder = _copy(saved, "retrax", tmp_path)
+  if how == "manifest":
+    (folder / "retriever.json").write_text('{"kind": "dense", ')
+  elif how == "tokenizer":
+    (folder / "tokenizer" / "tokenizer.json").unlink()
+  else:
+    for path in (folder / "params").rglob("*"):
+      if path.is_file() and path.parent.name == "d":
+        path.write_bytes(b"\0" * path.stat().st_size)
+  with pytest.raises(InputError, match=f"^{re.escape(str(folder / where))}(:\\d+)?: {re.escape(expected)}"):
+    retrax.load(folder)

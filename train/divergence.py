@@ -1,0 +1,33 @@
+"""Divergence stops training at the first step whose loss, gradient norm or updated parameters are not finite.
+
+The loop reads a step's metrics after dispatching the next step, so the check never leaves
+the device idle; before anything is logged, evaluated or saved it checks that step itself.
+So no non-finite value reaches metrics.jsonl, no checkpoint holds one, and no finite
+checkpoint is rotated out by a later, diverged one.
+"""
+import math
+
+import jax
+
+from ..errors import Diverged
+
+CHECKED = (("loss", "the loss"), ("grad_norm", "the gradient norm"),
+           ("param_norm", "the norm of the parameters after the update"))
+
+
+class DivergenceCheck:
+
+  def __init__(self, lr_schedule, checkpointer):
+    self.lr_schedule = lr_schedule
+    self.checkpointer = checkpointer
+
+  def __call__(self, step: int, metrics: dict) -> dict:
+    """The metrics of `step` (counted from 1) on the host; Diverged at the first non-finite one."""
+    host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    for key, what in CHECKED:
+      if not math.isfinite(host[key]):
+        saved = self.checkpointer.steps()
+        last = f"the newest checkpoint is step {saved[-1]}" if saved else "no checkpoint was saved"
+        raise Diverged(f"step {step}: {what} is {host[key]} (learning rate {float(self.lr_schedule(step - 1)):.3g}); "
+                       f"training stopped, {last}")
+    return host
