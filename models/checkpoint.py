@@ -49,18 +49,36 @@ def save(retriever: DenseRetriever, directory) -> None:
     write_manifest(retriever, partial)
 
 
-def _quiet_closed_loop() -> None:
-  """After a failed orbax read, tensorstore's callbacks for the reads still in flight land on the
-  closed event loop, each printing a 'RuntimeError: Event loop is closed' traceback. The failure
-  itself is reported, so the hook installed here drops those and passes every other one on."""
-  previous = sys.unraisablehook
-  if getattr(previous, "quiet_closed_loop", False):
+class _EchoesOfFailedReads(logging.Filter):
+  """Drops asyncio's '… exception was never retrieved' records that name a folder already reported unreadable."""
+
+  def __init__(self):
+    super().__init__()
+    self.folders = set()
+
+  def filter(self, record):
+    text = record.getMessage()
+    return not ("exception was never retrieved" in text and any(f in text for f in self.folders))
+
+
+_ECHOES = _EchoesOfFailedReads()
+
+
+def _quiet_echoes_of(folder) -> None:
+  """Called before reading `folder`. When a read fails (and is reported), the reads still in
+  flight end as noise: tensorstore's callbacks land on orbax's closed event loop ('RuntimeError:
+  Event loop is closed', through sys.unraisablehook, possibly before the failure is even caught),
+  and asyncio logs the failed sibling reads of `folder` when they are collected. Those are
+  dropped; every other unraisable and record passes on."""
+  _ECHOES.folders.add(str(folder))
+  if _ECHOES in logging.getLogger("asyncio").filters:
     return
+  logging.getLogger("asyncio").addFilter(_ECHOES)
+  previous = sys.unraisablehook
 
   def hook(unraisable):
     if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
       previous(unraisable)
-  hook.quiet_closed_loop = True
   sys.unraisablehook = hook
 
 
@@ -76,7 +94,7 @@ def restore_newest(steps, restore, where, warn: bool = True) -> tuple[int, objec
   Each step that raises is skipped, with a warning naming it unless `warn` is False; when none
   can be read, an InputError names `where` and every step's reason.
   """
-  _quiet_closed_loop()
+  _quiet_echoes_of(where)
   failures = []
   for step in sorted(steps, reverse=True):
     try:
@@ -118,7 +136,7 @@ def load(directory, *, dtype="float32", **overrides) -> DenseRetriever:
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(state))
   with ocp.StandardCheckpointer() as ckptr:
     if (directory / "params").is_dir():
-      _quiet_closed_loop()
+      _quiet_echoes_of(directory / "params")
       try:
         restored = ckptr.restore(directory / "params", target)
       except Exception as e:  # as in restore_newest

@@ -112,6 +112,9 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
   if is_main:
     retriever_checkpoint.write_manifest(retriever, workdir)
   start = int(state.step)
+  if start >= config.total_steps:
+    logging.warning("the checkpoint is at step %d and config.total_steps is %d: nothing to train", start,
+                    config.total_steps)
   writer = MetricWriter(workdir, resume_step=start, enabled=is_main)
   finite = DivergenceCheck(lr_schedule, checkpointer)
   stop = StopSignal()
