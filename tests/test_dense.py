@@ -50,6 +50,13 @@ def test_order_is_kept_and_buckets_compile_once(minilm, st_minilm):
   assert minilm._embed._cache_size() == compiled
 
 
+def test_a_bare_string_is_one_text_as_in_sentence_transformers(minilm, st_minilm):
+  text = "the cell cycle is regulated by cyclins"
+  ours, theirs = minilm.encode(text), st_minilm.encode(text, convert_to_numpy=True)
+  assert ours.shape == theirs.shape == (384,)
+  np.testing.assert_allclose(ours, theirs, atol=2e-5)
+
+
 def test_prompts_prefix_queries_and_documents(minilm):
   prompted = retrax.load(minilm_path(), query_prompt="query: ", document_prompt="passage: ")
   np.testing.assert_allclose(prompted.encode_queries(["cats"]), minilm.encode(["query: cats"]), atol=1e-6)
