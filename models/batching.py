@@ -8,7 +8,6 @@ import dataclasses
 import numpy as np
 import tokenizers
 
-from .. import checks
 from ..errors import InputError
 
 
@@ -67,8 +66,7 @@ class TextBatcher:
 
   def batches(self, texts, batch_size: int):
     """Yields Batch objects, longest texts first; rows map back to the input order."""
-    batch_size = checks.integer(batch_size, "batch_size", low=1)
-    encodings = self.tokenize(check_texts(texts))
+    encodings = self.tokenize(texts)
     lengths = np.array([len(e.ids) for e in encodings])
     order = np.argsort(-lengths, kind="stable")
     for start in range(0, len(order), batch_size):

@@ -42,10 +42,11 @@ class Checkpointer:
     """(step, config) of the newest step whose saved config reads; None when nothing is saved.
 
     Unreadable steps are skipped quietly here: restore() skips them again, with the warning."""
-    if not self.steps():
+    steps = self.steps()
+    if not steps:
       return None
     step, restored, _ = restore_newest(
-        self.steps(), lambda s: self.manager.restore(s, args=ocp.args.Composite(config=ocp.args.JsonRestore())),
+        steps, lambda s: self.manager.restore(s, args=ocp.args.Composite(config=ocp.args.JsonRestore())),
         self.directory, warn=False)
     return step, restored.config
 
