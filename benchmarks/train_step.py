@@ -1,14 +1,21 @@
-"""retrax vs sentence-transformers: one training step of all-MiniLM-L6-v2, side by side, one run.
+"""retrax vs sentence-transformers: one training step of all-MiniLM-L6-v2 at equal work, side by side.
 
-  python benchmarks/train_step.py [--steps 6] [--batch-size 32] [--dtype float32] [--peak-tflops T]
+  python benchmarks/train_step.py [--steps 4] [--batch-size 32] [--dtype float32] [--modes off,on]
+                                  [--peak-tflops T]
 
 Both train on the same SciFact train batches (query ≤ 64 tokens, positive and one hard
 negative ≤ 256 tokens; the negative is a random corpus document) with in-batch negatives,
-InfoNCE at temperature 0.05 (MultipleNegativesRankingLoss, scale 20) and AdamW (lr 2e-5).
-Each step is timed whole: tokenisation, forward, backward, optimizer update. retrax pads to
-its length buckets; sentence-transformers pads to the batch's longest text and runs with
-dropout as it trains by default. Prints queries/s for each, the ratio, and achieved GFLOP/s
-(3 × forward FLOPs on real tokens) against the float32 matmul peak; MFU with --peak-tflops.
+InfoNCE at temperature 0.05 (MultipleNegativesRankingLoss, scale 20) and AdamW (lr 2e-5), in
+two modes of equal work:
+  off: no dropout on either side (retrax config.model.dropout = 0.0; sentence-transformers'
+       model left in eval mode, as SentenceTransformer loads it);
+  on:  MiniLM's own dropout, 0.1 on hidden states and attention probabilities, on both sides
+       (retrax: the checkpoint's rates; sentence-transformers: model.train()).
+Each step is timed whole: host batch assembly (tokenisation, padding), forward, backward,
+optimizer update. retrax pads to its length buckets; sentence-transformers pads to the
+batch's longest text. Prints queries/s for each, the ratio, achieved GFLOP/s (3 × forward
+FLOPs on real tokens), and retrax's step broken into forward, backward, loss, optimizer
+update and host batch assembly, each timed alone (their sum need not equal the step).
 """
 import argparse
 import json
@@ -17,21 +24,24 @@ import tempfile
 import time
 
 import jax
-from flax import nnx
+import jax.numpy as jnp
 import numpy as np
+import optax
+from flax import nnx
 
 import retrax
 from retrax.configs import common
 from retrax.models.wheel import minilm_path
 from retrax.train import examples
-from retrax.train.optimizer import make_optimizer
 from retrax.train.objective import loss_fn
+from retrax.train.optimizer import make_optimizer
 from retrax.train.pipeline import Pipeline, bucket, default_buckets, needed_lengths, trim
 from retrax.train.step import StepBuilder, TrainState
 
 from encode import encoder_flops, matmul_peaks
 
 SCIFACT = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "beir-scifact"
+MODES = {"off": 0.0, "on": None}  # config.model.dropout: 0.0 off, None the checkpoint's rates
 
 
 def training_samples(retriever, config, count):
@@ -48,37 +58,68 @@ def training_samples(retriever, config, count):
   return [pipeline.samples[i] for i in range(count)], pipeline
 
 
-def retrax_step_time(retriever, config, groups, collate):
+def mean_time(fn, items):
+  """Seconds per item of fn over items, after one untimed pass over them all (compilation)."""
+  for item in items:
+    out = fn(item)
+  jax.block_until_ready(out)
+  start = time.perf_counter()
+  for item in items:
+    out = fn(item)
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / len(items)
+
+
+def retrax_times(retriever, config, groups, collate, dropout):
+  """Seconds per step, and per part of it, for retrax at `dropout` (config.model.dropout)."""
   optimizer = make_optimizer(config)
-  builder = StepBuilder(retriever.graphdef, retriever.settings, loss_fn(config.loss), True, optimizer)
-  params = nnx.to_pure_dict(retriever.params)
+  builder = StepBuilder(retriever.graphdef, retriever.settings, loss_fn(config.loss), True, optimizer,
+                        dropout=dropout)
+  params = jax.tree.map(jnp.copy, nnx.to_pure_dict(retriever.params))  # the step donates them
   state = TrainState(params, optimizer.init(params), np.int32(0))
   step = jax.jit(builder, donate_argnums=0)
-  key = jax.random.key(0)
+  key, dropout_key = jax.random.key(0), jax.random.key(1)
 
-  def run(state, samples):
+  def assemble(samples):
     raw = collate(samples)
     q, d = needed_lengths(raw)
-    return step(state, trim(raw, bucket(q, default_buckets(64)), bucket(d, default_buckets(256))), key)
+    return trim(raw, bucket(q, default_buckets(64)), bucket(d, default_buckets(256)))
 
-  for samples in groups:  # compile every bucket pair these batches need
-    state, metrics = run(state, samples)
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for samples in groups:
-    state, metrics = run(state, samples)
-  jax.block_until_ready(metrics)
-  return (time.perf_counter() - start) / len(groups)
+  def run(samples):
+    nonlocal state
+    state, metrics = step(state, assemble(samples), key)
+    return metrics
+
+  t_step = mean_time(run, groups)
+  params = state.params
+  batches = [assemble(g) for g in groups]
+  embeddings = jax.jit(builder.embeddings)
+  grads = jax.jit(jax.value_and_grad(builder.batch_loss))
+  objective = jax.jit(builder.objective)
+  embedded = [embeddings(params, b, dropout_key) for b in batches]
+
+  @jax.jit
+  def update(grads, opt_state, params):
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  t_forward = mean_time(lambda b: embeddings(params, b, dropout_key), batches)
+  t_grads = mean_time(lambda b: grads(params, b, key, dropout_key), batches)
+  g, opt_state = grads(params, batches[0], key, dropout_key)[1], state.opt_state
+  return {"step": t_step, "forward": t_forward, "backward": t_grads - t_forward,
+          "loss": mean_time(lambda qd: objective(*qd[0], qd[1], key), list(zip(embedded, batches))),
+          "optimizer update": mean_time(lambda _: update(g, opt_state, params), range(len(batches))),
+          "host batch assembly": mean_time(assemble, groups)}
 
 
-def st_step_time(texts, batch_size):
+def st_step_time(texts, batch_size, dropout: bool):
   import torch
   from sentence_transformers import SentenceTransformer, losses
   model = SentenceTransformer(str(minilm_path()), device="cpu")
   model.max_seq_length = 256
   loss = losses.MultipleNegativesRankingLoss(model, scale=20.0)
   optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01)
-  model.train()
+  model.train(dropout)
 
   def step(rows):
     features = [model.tokenize([r[i] for r in rows]) for i in range(len(rows[0]))]
@@ -97,9 +138,10 @@ def st_step_time(texts, batch_size):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--steps", type=int, default=6)
+  p.add_argument("--steps", type=int, default=4)
   p.add_argument("--batch-size", type=int, default=32)
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  p.add_argument("--modes", default="off,on", help="comma-separated dropout modes: off, on")
   p.add_argument("--peak-tflops", type=float, default=None)
   args = p.parse_args()
 
@@ -112,23 +154,33 @@ def main():
   groups = [samples[i:i + args.batch_size] for i in range(0, len(samples), args.batch_size)]
   batches = [pipeline.collate(g) for g in groups]
   texts = [(s["query"], *s["docs"]) for s in samples]
-
-  t_ours = retrax_step_time(retriever, config, groups, pipeline.collate)
-  t_theirs = st_step_time(texts, args.batch_size)
   lengths = [m.sum(-1) for b in batches for m in (b["query_mask"], b["doc_mask"].reshape(-1, b["doc_mask"].shape[-1]))]
   flop = 3 * encoder_flops(np.concatenate(lengths), retriever.backbone_config) / len(batches)
   print(f"all-MiniLM-L6-v2, batch {args.batch_size} (query ≤64, positive + hard negative ≤256 tokens), "
         f"{args.dtype}, {jax.devices()[0].platform}; {flop / 1e9:.0f} GFLOP per step on real tokens\n")
-  print("| trainer | s/step | queries/s | GFLOP/s |")
-  print("|---|---|---|---|")
-  for name, t in (("retrax", t_ours), ("sentence-transformers MNRL", t_theirs)):
-    print(f"| {name} | {t:.2f} | {args.batch_size / t:.2f} | {flop / t / 1e9:.0f} |")
-  print(f"\nratio retrax / sentence-transformers: {t_theirs / t_ours:.2f}x")
+  print("| dropout | trainer | mode | s/step | queries/s | GFLOP/s | ratio |")
+  print("|---|---|---|---|---|---|---|")
+  parts = {}
+  for mode in args.modes.split(","):
+    parts[mode] = retrax_times(retriever, config, groups, pipeline.collate, MODES[mode])
+    t_ours, t_theirs = parts[mode]["step"], st_step_time(texts, args.batch_size, dropout=mode == "on")
+    sides = (("retrax", "config.model.dropout=" + ("0.0" if mode == "off" else "unset (checkpoint: 0.1)"), t_ours),
+             ("sentence-transformers MNRL", "model.train()" if mode == "on" else "eval mode", t_theirs))
+    for name, how, t in sides:
+      ratio = f"{t_theirs / t_ours:.2f}x" if name == "retrax" else "1"
+      print(f"| {mode} | {name} | {how} | {t:.2f} | {args.batch_size / t:.2f} | {flop / t / 1e9:.0f} | {ratio} |",
+            flush=True)
+  print("\nretrax's step, each part timed alone (s):\n")
+  print("| part | " + " | ".join(f"dropout {m}" for m in parts) + " |")
+  print("|---|" + "---|" * len(parts))
+  for part in next(iter(parts.values())):
+    print(f"| {part} | " + " | ".join(f"{t[part]:.3f}" for t in parts.values()) + " |")
   if jax.devices()[0].platform == "cpu":
     peaks = matmul_peaks()
-    print(f"float32 matmul peak: jax {peaks['jax']:.0f}, torch {peaks['torch']:.0f} GFLOP/s")
+    print(f"\nfloat32 matmul peak: jax {peaks['jax']:.0f}, torch {peaks['torch']:.0f} GFLOP/s")
   elif args.peak_tflops:
-    print(f"MFU: {flop / t_ours / 1e12 / args.peak_tflops:.1%}")
+    for mode, t in parts.items():
+      print(f"MFU, dropout {mode}: {flop / t['step'] / 1e12 / args.peak_tflops:.1%}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ def get_config(arg=None):
   c.log_every = 5
   c.checkpoint_every = 30
   c.model.random = dict(model_type="bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64, type_vocab_size=2)
+                        intermediate_size=64, max_position_embeddings=64, type_vocab_size=2,
+                        hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)  # BERT's: dropout on
   c.model.vocab_size = 500
   c.model.pooling = "mean"
   c.model.normalize = True

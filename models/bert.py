@@ -7,6 +7,7 @@ RoBERTa/XLM-R differ only in position ids, which start after the padding index:
 """
 import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -14,10 +15,18 @@ from flax import nnx
 
 from . import unpadding
 from .attention import attention
+from .dropout import Dropout
 from .partitioning import logical
 
+
+def gelu(x):
+  """x Φ(x) = x (1 + erf(x / √2)) / 2, as torch computes it: one fused pass on XLA:CPU, where
+  jax.nn.gelu's erfc form splits into three."""
+  return 0.5 * x * (1 + jax.lax.erf(x * (1 / math.sqrt(2))))
+
+
 ACTIVATIONS = {
-    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu": gelu,
     "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
     "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
     "relu": jax.nn.relu,
@@ -40,11 +49,16 @@ class BertConfig:
   layer_norm_eps: float = 1e-12
   hidden_act: str = "gelu"
   pad_token_id: int = 0
+  hidden_dropout_prob: float = 0.1
+  attention_probs_dropout_prob: float = 0.1
 
   @classmethod
   def from_hf(cls, hf: dict) -> "BertConfig":
     if hf.get("hidden_act", "gelu") not in ACTIVATIONS:
       raise ValueError(f"hidden_act {hf['hidden_act']!r} is not one of {sorted(ACTIVATIONS)}")
+    for rate in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+      if not 0 <= hf.get(rate, 0) < 1:
+        raise ValueError(f"{rate} {hf[rate]!r}: expected 0 ≤ rate < 1")
     if hf.get("position_embedding_type", "absolute") != "absolute":
       raise ValueError(f"position_embedding_type {hf['position_embedding_type']!r}: only 'absolute' is supported")
     names = [f.name for f in dataclasses.fields(cls)]
@@ -78,6 +92,7 @@ class BertLayer(nnx.Module):
     h, m = c.hidden_size, c.intermediate_size
     self.num_heads = c.num_attention_heads
     self.act = ACTIVATIONS[c.hidden_act]
+    self.hidden_dropout, self.attention_dropout = c.hidden_dropout_prob, c.attention_probs_dropout_prob
     self.query = _dense(h, h, ("embed", "heads"), dtype=dtype, rngs=rngs)
     self.key = _dense(h, h, ("embed", "heads"), dtype=dtype, rngs=rngs)
     self.value = _dense(h, h, ("embed", "heads"), dtype=dtype, rngs=rngs)
@@ -87,21 +102,24 @@ class BertLayer(nnx.Module):
     self.mlp_out = _dense(m, h, ("mlp", "embed"), dtype=dtype, rngs=rngs)
     self.mlp_norm = _layer_norm(h, c.layer_norm_eps, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x, mask, layout):
+  def __call__(self, x, mask, layout, dropout: Dropout):
     """x: [B, L, H] padded or [T, H] unpadded, as `layout` says."""
     q, k, v = (layout.to_padded(proj(x)) for proj in (self.query, self.key, self.value))
     b, l, h = q.shape
     split = lambda t: t.reshape(b, l, self.num_heads, h // self.num_heads)
-    ctx = attention(split(q), split(k), split(v), mask)
-    x = self.attn_norm(x + self.attn_out(layout.to_tokens(ctx.reshape(b, l, h))))
-    return self.mlp_norm(x + self.mlp_out(self.act(self.mlp_in(x))))
+    keep = dropout.keep((b, self.num_heads, l, l), self.attention_dropout)
+    ctx = attention(split(q), split(k), split(v), mask, keep)
+    x = self.attn_norm(x + dropout(self.attn_out(layout.to_tokens(ctx.reshape(b, l, h))), self.hidden_dropout))
+    return self.mlp_norm(x + dropout(self.mlp_out(self.act(self.mlp_in(x))), self.hidden_dropout))
 
 
 class Bert(nnx.Module):
   """Token ids [B, L] and mask [B, L] to the last hidden states [B, L, H] (float32).
 
   `token_capacity` (static; `unpadding.token_capacity`) runs everything but attention on the
-  real tokens only; hidden states at padding are then 0.
+  real tokens only; hidden states at padding are then 0. `dropout` (training only): Hugging
+  Face's sites, hidden_dropout_prob after the embeddings' norm and after each block's output
+  projection, attention_probs_dropout_prob on the attention probabilities.
   """
 
   def __init__(self, config: BertConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
@@ -121,16 +139,19 @@ class Bert(nnx.Module):
     real = (input_ids != self.config.pad_token_id).astype(jnp.int32)
     return jnp.cumsum(real, axis=1) * real + self.config.pad_token_id
 
-  def __call__(self, input_ids, attention_mask, token_type_ids=None, token_capacity=None):
+  def __call__(self, input_ids, attention_mask, token_type_ids=None, token_capacity=None,
+               dropout: Dropout | None = None):
+    dropout = dropout or Dropout.off()
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     layout = unpadding.layout(attention_mask, token_capacity)
     ids, positions, types = map(layout.to_tokens, (input_ids, self.position_ids(input_ids), token_type_ids))
     x = self.embed_norm(self.word_embeddings(ids) + self.position_embeddings(positions)
                         + self.token_type_embeddings(types))
+    x = dropout(x, self.config.hidden_dropout_prob)
     mask = attention_mask.astype(bool)[:, None, :]
     for layer in self.layers:
-      x = layer(x, mask, layout)
+      x = layer(x, mask, layout, dropout)
     return layout.to_padded(x.astype(jnp.float32))
 
 

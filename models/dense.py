@@ -36,11 +36,13 @@ def _pad_id(tokenizer: tokenizers.Tokenizer, backbone_config) -> int:
 
 
 def embed(backbone: nnx.Module, settings: sentence_config.SentenceConfig, input_ids, attention_mask,
-          token_type_ids=None, token_capacity=None):
+          token_type_ids=None, token_capacity=None, dropout=None):
   """Token ids [B, L] to sentence embeddings [B, d]: pooled last hidden states, L2-normalised if set.
 
-  `token_capacity` (static) runs the backbone unpadded (`unpadding.py`)."""
-  emb = pool(backbone(input_ids, attention_mask, token_type_ids, token_capacity), attention_mask, settings.pooling)
+  `token_capacity` (static) runs the backbone unpadded (`unpadding.py`); `dropout` (a
+  `dropout.Dropout`, training only) drops at the backbone's sites."""
+  hidden = backbone(input_ids, attention_mask, token_type_ids, token_capacity, dropout)
+  emb = pool(hidden, attention_mask, settings.pooling)
   return l2_normalize(emb) if settings.normalize else emb
 
 

@@ -18,6 +18,7 @@ from flax import nnx
 from . import unpadding
 from .attention import attention
 from .bert import ACTIVATIONS
+from .dropout import Dropout
 from .partitioning import logical
 
 GLOBAL, LOCAL = "full_attention", "sliding_attention"
@@ -51,11 +52,17 @@ class ModernBertConfig:
   eos_token_id: int = 50282
   cls_token_id: int = 50281
   sep_token_id: int = 50282
+  embedding_dropout: float = 0.0
+  attention_dropout: float = 0.0
+  mlp_dropout: float = 0.0
 
   @classmethod
   def from_hf(cls, hf: dict) -> "ModernBertConfig":
     if hf.get("hidden_activation", "gelu") not in ACTIVATIONS:
       raise ValueError(f"hidden_activation {hf['hidden_activation']!r} is not one of {sorted(ACTIVATIONS)}")
+    for rate in ("embedding_dropout", "attention_dropout", "mlp_dropout"):
+      if not 0 <= hf.get(rate, 0) < 1:
+        raise ValueError(f"{rate} {hf[rate]!r}: expected 0 ≤ rate < 1")
     if hf.get("rope_scaling"):
       raise ValueError(f"rope_scaling {hf['rope_scaling']!r}: only plain RoPE is supported")
     rope = hf.get("rope_parameters") or {}
@@ -119,6 +126,7 @@ class ModernBertLayer(nnx.Module):
     self.num_heads = c.num_attention_heads
     self.kind = c.layer_types[index]
     self.act = ACTIVATIONS[c.hidden_activation]
+    self.attention_dropout, self.mlp_dropout = c.attention_dropout, c.mlp_dropout
     self.attn_norm = _layer_norm(c, dtype=dtype, rngs=rngs) if index else None
     self.qkv = _dense(h, 3 * h, ("embed", "heads"), c.attention_bias, dtype=dtype, rngs=rngs)
     self.attn_out = _dense(h, h, ("heads", "embed"), c.attention_bias, dtype=dtype, rngs=rngs)
@@ -126,7 +134,7 @@ class ModernBertLayer(nnx.Module):
     self.mlp_in = _dense(h, 2 * m, ("embed", "mlp"), c.mlp_bias, dtype=dtype, rngs=rngs)
     self.mlp_out = _dense(m, h, ("mlp", "embed"), c.mlp_bias, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x, masks, ropes, layout):
+  def __call__(self, x, masks, ropes, layout, dropout: Dropout):
     """x: [B, L, H] padded or [T, H] unpadded, as `layout` says."""
     y = self.attn_norm(x) if self.attn_norm is not None else x
     qkv = layout.to_padded(self.qkv(y))
@@ -134,16 +142,20 @@ class ModernBertLayer(nnx.Module):
     q, k, v = jnp.split(qkv.reshape(b, l, 3, self.num_heads, h // self.num_heads), 3, axis=2)
     cos, sin = ropes[self.kind]
     q, k = apply_rope(q[:, :, 0], cos, sin), apply_rope(k[:, :, 0], cos, sin)
-    x = x + self.attn_out(layout.to_tokens(attention(q, k, v[:, :, 0], masks[self.kind]).reshape(b, l, h)))
+    keep = dropout.keep((b, self.num_heads, l, l), self.attention_dropout)
+    ctx = attention(q, k, v[:, :, 0], masks[self.kind], keep).reshape(b, l, h)
+    x = x + dropout(self.attn_out(layout.to_tokens(ctx)), self.attention_dropout)
     u, g = jnp.split(self.mlp_in(self.mlp_norm(x)), 2, axis=-1)
-    return x + self.mlp_out(self.act(u) * g)
+    return x + self.mlp_out(dropout(self.act(u) * g, self.mlp_dropout))
 
 
 class ModernBert(nnx.Module):
   """Token ids [B, L] and mask [B, L] to the last hidden states [B, L, H] (float32); no token types.
 
   `token_capacity` (static; `unpadding.token_capacity`) runs the per-token layers unpadded;
-  hidden states at padding are then 0.
+  hidden states at padding are then 0. `dropout` (training only): Hugging Face's sites,
+  embedding_dropout after the embeddings' norm, attention_dropout on the attention
+  probabilities and after the attention's output projection, mlp_dropout before the MLP's.
   """
 
   def __init__(self, config: ModernBertConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
@@ -155,8 +167,10 @@ class ModernBert(nnx.Module):
     self.layers = nnx.List([ModernBertLayer(c, i, dtype=dtype, rngs=rngs) for i in range(c.num_hidden_layers)])
     self.final_norm = _layer_norm(c, dtype=dtype, rngs=rngs)
 
-  def __call__(self, input_ids, attention_mask, token_type_ids=None, token_capacity=None):
+  def __call__(self, input_ids, attention_mask, token_type_ids=None, token_capacity=None,
+               dropout: Dropout | None = None):
     """`token_type_ids` is accepted for a common signature with Bert and ignored."""
+    dropout = dropout or Dropout.off()
     c, l = self.config, input_ids.shape[1]
     keys = attention_mask.astype(bool)[:, None, :]
     pos = jnp.arange(l)
@@ -165,9 +179,9 @@ class ModernBert(nnx.Module):
     head_dim = c.hidden_size // c.num_attention_heads
     ropes = {GLOBAL: rope(l, head_dim, c.global_rope_theta), LOCAL: rope(l, head_dim, c.local_rope_theta)}
     layout = unpadding.layout(attention_mask, token_capacity)
-    x = self.embed_norm(self.tok_embeddings(layout.to_tokens(input_ids)))
+    x = dropout(self.embed_norm(self.tok_embeddings(layout.to_tokens(input_ids))), c.embedding_dropout)
     for layer in self.layers:
-      x = layer(x, masks, ropes, layout)
+      x = layer(x, masks, ropes, layout, dropout)
     return layout.to_padded(self.final_norm(x).astype(jnp.float32))
 
 

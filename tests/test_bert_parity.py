@@ -1,6 +1,7 @@
 """BERT and XLM-RoBERTa ports against transformers in PyTorch, on the same padded inputs."""
 import json
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -8,6 +9,9 @@ import transformers
 
 from retrax.errors import InputError
 from retrax.models import hf
+from retrax.models.dropout import Dropout
+
+from dropout_replay import RecordingDropout, replaying
 
 TINY = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             intermediate_size=48, max_position_embeddings=40)
@@ -95,3 +99,44 @@ def test_bad_config_json_names_the_line(tmp_path):
   (tmp_path / "config.json").write_text('{\n  "model_type": "bert",\n  oops\n}')
   with pytest.raises(InputError, match=r"config\.json:3: invalid JSON"):
     hf.load_backbone(tmp_path)
+
+
+def test_training_dropout_matches_transformers_with_the_same_masks(torch_folder):
+  """Hidden-state dropout after the embeddings and each block's output, attention-probability dropout."""
+  _, folder = torch_folder
+  config, ours = hf.load_backbone(folder)
+  ids, mask, types = _inputs(config.pad_token_id, seed=2)
+  if config.type_vocab_size == 1:
+    types = np.zeros_like(types)
+  dropout = RecordingDropout(jax.random.key(3))
+  got = np.asarray(ours(ids, mask, types, dropout=dropout))
+  assert len(dropout.masks) == 1 + 3 * config.num_hidden_layers
+  assert 0.05 < np.mean([(m == 0).mean() for m in dropout.masks]) < 0.15   # the configs' 0.1
+  training = transformers.AutoModel.from_pretrained(folder, attn_implementation="eager").train()
+  with replaying(dropout.masks):
+    expected = _torch_hidden(training, ids, mask, types)
+  real = mask.astype(bool)
+  assert np.abs(got[real] - expected[real]).max() <= 1e-4
+
+
+def test_dropout_draws_from_the_key_and_rate_zero_is_eval_mode(torch_folder):
+  model, folder = torch_folder
+  config, ours = hf.load_backbone(folder)
+  ids, mask, types = _inputs(config.pad_token_id)
+  types = np.zeros_like(types)
+  run = lambda dropout=None: np.asarray(ours(ids, mask, types, dropout=dropout))
+  a, b = run(Dropout(jax.random.key(0))), run(Dropout(jax.random.key(1)))
+  np.testing.assert_array_equal(a, run(Dropout(jax.random.key(0))))
+  assert np.abs(a - b).max() > 1e-2
+  eval_mode = _torch_hidden(model, ids, mask, types)
+  real = mask.astype(bool)
+  for off in (run(), run(Dropout(jax.random.key(0), rate=0.0)), run(Dropout.off())):
+    assert np.abs(off[real] - eval_mode[real]).max() <= 1e-4
+
+
+def test_a_dropout_rate_outside_0_1_is_named(torch_folder):
+  _, folder = torch_folder
+  config = json.loads((folder / "config.json").read_text())
+  (folder / "config.json").write_text(json.dumps({**config, "attention_probs_dropout_prob": 1.5}))
+  with pytest.raises(InputError, match=r"attention_probs_dropout_prob 1\.5: expected 0 ≤ rate < 1"):
+    hf.load_backbone(folder)

@@ -1,4 +1,7 @@
 """ModernBERT port against transformers' ModernBertModel in PyTorch, on the same right-padded inputs."""
+import json
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -8,6 +11,8 @@ from flax import nnx
 
 from retrax.models import hf
 from retrax.models.modernbert import ModernBert, ModernBertConfig, weight_map
+
+from dropout_replay import RecordingDropout, replaying
 
 # 3 layers with global_attn_every_n_layers=2: global, local, global. local_attention=4 lets a
 # local query see only |i − j| ≤ 2, so the window bites at length 12.
@@ -95,3 +100,24 @@ def test_hub_style_config_reads_like_transformers():
   assert ours.global_rope_theta == theirs.rope_parameters["full_attention"]["rope_theta"] == 1000.0
   assert ours.local_rope_theta == theirs.rope_parameters["sliding_attention"]["rope_theta"] == 50.0
   assert ModernBertConfig.from_hf(ours.to_hf()) == ours
+
+
+def test_training_dropout_matches_transformers_with_the_same_masks(torch_folder):
+  """embedding_dropout after the embeddings' norm; attention_dropout on the probabilities and after
+  Wo; mlp_dropout before the MLP's Wo."""
+  _, folder = torch_folder
+  config_json = json.loads((folder / "config.json").read_text())
+  rates = dict(embedding_dropout=0.1, attention_dropout=0.2, mlp_dropout=0.3)
+  (folder / "config.json").write_text(json.dumps({**config_json, **rates}))
+  config, ours = hf.load_backbone(folder)
+  ids, mask = _inputs(seed=1)
+  dropout = RecordingDropout(jax.random.key(5))
+  got = np.asarray(ours(ids, mask, dropout=dropout))
+  assert len(dropout.masks) == 1 + 3 * config.num_hidden_layers
+  drawn = [(m == 0).mean() for m in dropout.masks[1:4]]
+  assert abs(drawn[0] - 0.2) < 0.05 and abs(drawn[1] - 0.2) < 0.05 and abs(drawn[2] - 0.3) < 0.05
+  training = transformers.AutoModel.from_pretrained(folder, attn_implementation="eager").train()
+  with replaying(dropout.masks):
+    expected = _torch_hidden(training, ids, mask)
+  real = mask.astype(bool)
+  assert np.abs(got[real] - expected[real]).max() <= 1e-4

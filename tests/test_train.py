@@ -88,21 +88,44 @@ def _assert_grads_close(ours, reference, rtol):
 
 
 def test_grad_cache_equals_plain_backprop():
-  plain, params = _builder()
-  cached, _ = _builder(grad_cache_chunks=4)
-  batch, key = _batch(), jax.random.key(0)
-  loss, grads = jax.jit(plain.plain_grads)(params, batch, key)
-  loss_gc, grads_gc = jax.jit(cached.grad_cache_grads)(params, batch, key)
+  plain, params = _builder(dropout=0.0)
+  cached, _ = _builder(grad_cache_chunks=4, dropout=0.0)
+  batch, key, dropout_key = _batch(), jax.random.key(0), jax.random.key(1)
+  loss, grads = jax.jit(plain.plain_grads)(params, batch, key, dropout_key)
+  loss_gc, grads_gc = jax.jit(cached.grad_cache_grads)(params, batch, key, dropout_key)
   assert abs(float(loss) - float(loss_gc)) <= 1e-6 * abs(float(loss))
   _assert_grads_close(grads_gc, grads, 1e-5)
 
 
+def test_grad_cache_replays_each_chunks_dropout_masks():
+  """With dropout, GradCache's gradient is the plain gradient of the loss it reports: the loss of
+  every chunk embedded with fold_in(dropout key, chunk) and scored on the whole batch."""
+  cached, params = _builder(grad_cache_chunks=4)
+  batch, key, dropout_key = _batch(), jax.random.key(0), jax.random.key(1)
+  loss_gc, grads_gc = jax.jit(cached.grad_cache_grads)(params, batch, key, dropout_key)
+
+  def chunked_loss(params):
+    parts = strided_split(jax.tree.map(jnp.asarray, batch), 4)
+    q, d = strided_merge(jax.lax.map(
+        lambda i: cached.embeddings(params, jax.tree.map(lambda x: x[i], parts), jax.random.fold_in(dropout_key, i)),
+        jnp.arange(4)))
+    return cached.objective(q, d, batch, key)
+  loss, grads = jax.jit(jax.value_and_grad(chunked_loss))(params)
+  assert abs(float(loss) - float(loss_gc)) <= 1e-6 * abs(float(loss))
+  _assert_grads_close(grads_gc, grads, 1e-5)
+  no_dropout_loss = jax.jit(_builder(grad_cache_chunks=4, dropout=0.0)[0].grad_cache_grads)(
+      params, batch, key, dropout_key)[0]
+  assert abs(float(no_dropout_loss) - float(loss)) > 1e-4   # dropout was on
+
+
 def test_accumulation_averages_micro_batches():
+  """Micro-batch i draws its dropout from fold_in(dropout key, i)."""
   accumulated, params = _builder(accumulate=2)
-  batch, key = _batch(), jax.random.key(0)
-  loss, grads = jax.jit(accumulated.plain_grads)(params, batch, key)
+  batch, key, dropout_key = _batch(), jax.random.key(0), jax.random.key(1)
+  loss, grads = jax.jit(accumulated.plain_grads)(params, batch, key, dropout_key)
   parts = [jax.tree.map(lambda x: x[i], strided_split(batch, 2)) for i in range(2)]
-  singles = [jax.value_and_grad(accumulated.batch_loss)(params, p, key) for p in parts]
+  singles = [jax.value_and_grad(accumulated.batch_loss)(params, p, key, jax.random.fold_in(dropout_key, i))
+             for i, p in enumerate(parts)]
   np.testing.assert_allclose(loss, (singles[0][0] + singles[1][0]) / 2, rtol=1e-6)
   _assert_grads_close(grads, jax.tree.map(lambda a, b: (a + b) / 2, singles[0][1], singles[1][1]), 1e-6)
 

@@ -1,5 +1,6 @@
 """Sharded training: the same losses on 1 device, on 8-device meshes and on two processes; checkpoints
-that move between meshes. Each run is a subprocess, since the device count is fixed at JAX start-up."""
+that move between meshes. Each run is a subprocess, since the device count is fixed at JAX start-up.
+configs/tiny.py trains with dropout 0.1, so every mesh draws the same dropout masks."""
 import json
 import os
 import shutil
@@ -56,6 +57,12 @@ def test_meshes_give_the_losses_of_one_device(reference, shape):
   workdir = reference / ("mesh" + "x".join(map(str, shape)))
   finish(run(workdir, *mesh_flags(shape), devices=8))
   assert_same(losses(workdir), losses(reference / "one"), range(1, 21))
+
+
+def test_these_runs_train_with_dropout(reference):
+  workdir = reference / "no-dropout"
+  finish(run(workdir, "--config.model.dropout=0.0", "--config.total_steps=2"))
+  assert abs(losses(workdir)[1] - losses(reference / "one")[1]) > 1e-4
 
 
 def _rewind(source, target, step):

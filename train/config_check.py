@@ -32,6 +32,8 @@ def check(config, mesh) -> None:
   checks.number(config.adam_b1, "config.adam_b1", at_least=0, below=1)
   checks.number(config.adam_b2, "config.adam_b2", at_least=0, below=1)
   checks.number(config.adam_eps, "config.adam_eps", above=0)
+  if config.model.dropout is not None:
+    checks.number(config.model.dropout, "config.model.dropout", at_least=0, below=1)
   checks.choice(config.schedule, "config.schedule", ("linear", "cosine"))
   checks.choice(config.dtype, "config.dtype", DTYPES)
   checks.choice(config.best_mode, "config.best_mode", ("max", "min"))

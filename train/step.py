@@ -11,6 +11,9 @@ Gradients come one of three ways, all equal up to float rounding:
     and ∂L/∂embeddings on the full batch, then re-run each chunk under jax.vjp with those
     cotangents, so activation memory is one chunk's while negatives span the whole batch.
 Micro-batches and chunks take every k-th row, so each holds rows from every device.
+
+Dropout draws from fold_in(step key, DROPOUT_STREAM), then from fold_in(·, i) for micro-batch
+or chunk i: GradCache's replay of a chunk under jax.vjp draws the masks of its first pass.
 """
 import dataclasses
 from typing import Any, Callable
@@ -23,7 +26,10 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from ..models.dense import embed
+from ..models.dropout import Dropout
 from . import objective, sharding
+
+DROPOUT_STREAM = 1  # the loss's own key (listwise losses that sample) stays the step key
 
 
 @flax.struct.dataclass
@@ -51,15 +57,15 @@ class StepBuilder:
   optimizer: optax.GradientTransformation
   accumulate: int = 1
   grad_cache_chunks: int = 0  # 0: off; else the number of chunks
+  dropout: float | None = None  # None: the backbone config's rates; else this rate at every site
 
-  def embed(self, params, ids, mask):
-    return embed(nnx.merge(self.graphdef, params), self.settings, ids, mask)
-
-  def embeddings(self, params, batch):
-    """q [B, d] and d [B, C, d] for a batch."""
+  def embeddings(self, params, batch, dropout_key):
+    """q [B, d] and d [B, C, d] for a batch; dropout from `dropout_key`."""
+    model, dropout = nnx.merge(self.graphdef, params), Dropout(dropout_key, self.dropout)
     b, c, l = batch["doc_ids"].shape
-    q = self.embed(params, batch["query_ids"], batch["query_mask"])
-    d = self.embed(params, batch["doc_ids"].reshape(b * c, l), batch["doc_mask"].reshape(b * c, l))
+    q = embed(model, self.settings, batch["query_ids"], batch["query_mask"], dropout=dropout)
+    d = embed(model, self.settings, batch["doc_ids"].reshape(b * c, l), batch["doc_mask"].reshape(b * c, l),
+              dropout=dropout)
     return q, d.reshape(b, c, -1)
 
   def objective(self, q, d, batch, key):
@@ -67,29 +73,33 @@ class StepBuilder:
     labels, mask = objective.candidate_targets(batch, self.in_batch)
     return self.loss(scores, labels, mask, key)
 
-  def batch_loss(self, params, batch, key):
-    return self.objective(*self.embeddings(params, batch), batch, key)
+  def batch_loss(self, params, batch, key, dropout_key):
+    return self.objective(*self.embeddings(params, batch, dropout_key), batch, key)
 
-  def plain_grads(self, params, batch, key):
+  def plain_grads(self, params, batch, key, dropout_key):
     if self.accumulate == 1:
-      return jax.value_and_grad(self.batch_loss)(params, batch, key)
+      return jax.value_and_grad(self.batch_loss)(params, batch, key, dropout_key)
 
     def micro(carry, part):
-      loss, grads = jax.value_and_grad(self.batch_loss)(params, part, key)
+      i, part = part
+      loss, grads = jax.value_and_grad(self.batch_loss)(params, part, key, jax.random.fold_in(dropout_key, i))
       return jax.tree.map(jnp.add, carry, (loss, grads)), None
     zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-    total, _ = jax.lax.scan(micro, zero, strided_split(batch, self.accumulate))
+    parts = (jnp.arange(self.accumulate), strided_split(batch, self.accumulate))
+    total, _ = jax.lax.scan(micro, zero, parts)
     return jax.tree.map(lambda x: x / self.accumulate, total)
 
-  def grad_cache_grads(self, params, batch, key):
+  def grad_cache_grads(self, params, batch, key, dropout_key):
     tokens = ("query_ids", "query_mask", "doc_ids", "doc_mask")
-    chunks = strided_split({k: batch[k] for k in tokens}, self.grad_cache_chunks)
-    q, d = strided_merge(jax.lax.map(lambda part: self.embeddings(params, part), chunks))
+    chunks = (jnp.arange(self.grad_cache_chunks),
+              strided_split({k: batch[k] for k in tokens}, self.grad_cache_chunks))
+    chunk_embeddings = lambda p, i, part: self.embeddings(p, part, jax.random.fold_in(dropout_key, i))
+    q, d = strided_merge(jax.lax.map(lambda chunk: chunk_embeddings(params, *chunk), chunks))
     loss, (gq, gd) = jax.value_and_grad(self.objective, argnums=(0, 1))(q, d, batch, key)
 
     def backward(grads, part):
-      part_tokens, cotangent = part
-      _, vjp = jax.vjp(lambda p: self.embeddings(p, part_tokens), params)
+      chunk, cotangent = part
+      _, vjp = jax.vjp(lambda p: chunk_embeddings(p, *chunk), params)
       return jax.tree.map(jnp.add, grads, vjp(cotangent)[0]), None
     cotangents = strided_split((gq, gd), self.grad_cache_chunks)
     grads, _ = jax.lax.scan(backward, jax.tree.map(jnp.zeros_like, params), (chunks, cotangents))
@@ -98,7 +108,7 @@ class StepBuilder:
   def __call__(self, state: TrainState, batch, key):
     key = jax.random.fold_in(key, state.step)
     grads_fn = self.grad_cache_grads if self.grad_cache_chunks else self.plain_grads
-    loss, grads = grads_fn(state.params, batch, key)
+    loss, grads = grads_fn(state.params, batch, key, jax.random.fold_in(key, DROPOUT_STREAM))
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}

@@ -93,7 +93,7 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
                       process_index=jax.process_index(), process_count=jax.process_count())
   lr_schedule = schedule(config)
   builder = StepBuilder(retriever.graphdef, retriever.settings, loss, config.loss.in_batch_negatives,
-                        optimizer, config.accumulate_steps, config.grad_cache_chunks)
+                        optimizer, config.accumulate_steps, config.grad_cache_chunks, config.model.dropout)
   state = initial_state(jax.tree.map(np.asarray, nnx.to_pure_dict(retriever.params)), optimizer, mesh, rules,
                         retriever.params)
   state_shardings = jax.tree.map(lambda x: x.sharding, state)

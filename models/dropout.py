@@ -1,0 +1,40 @@
+"""Inverted dropout for training (Srivastava et al., 2014): y = x ⊙ m / (1 − p), m ~ Bernoulli(1 − p).
+
+A `Dropout` serves one forward pass: the n-th site that draws (in trace order) uses
+fold_in(key, n), so the masks are a pure function of the step's key, and threefry being
+partitionable makes them the same on every mesh. Uniforms are 16-bit, two per 32-bit word (half
+the generator's work): an element is dropped iff u < round(p · 2¹⁶), a rate exact to 2⁻¹⁶.
+`rate` overrides every rate the backbone's config sets (config.model.dropout); None keeps them.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class Dropout:
+
+  def __init__(self, key: jax.Array | None, rate: float | None = None):
+    self.key, self.rate, self.sites = key, rate, 0
+
+  @classmethod
+  def off(cls) -> "Dropout":
+    return cls(None)
+
+  def keep(self, shape, configured_rate: float, dtype=jnp.float32):
+    """The multiplier m / (1 − p) of `shape`, or None where dropout is off at this site."""
+    p = configured_rate if self.rate is None else self.rate
+    if self.key is None or p == 0:
+      return None
+    key = jax.random.fold_in(self.key, self.sites)
+    self.sites += 1
+    threshold = round(p * 2 ** 16)
+    if shape[-1] % 2:
+      u = jax.random.bits(key, shape, jnp.uint32) >> 16
+    else:
+      words = jax.random.bits(key, (*shape[:-1], shape[-1] // 2), jnp.uint32)
+      u = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(shape)
+    return jnp.where(u >= threshold, np.float32(1 / (1 - p)), np.float32(0)).astype(dtype)
+
+  def __call__(self, x, configured_rate: float):
+    keep = self.keep(x.shape, configured_rate, x.dtype)
+    return x if keep is None else x * keep

@@ -1,0 +1,41 @@
+"""Replaying retrax's dropout masks in transformers: every torch dropout call, in call order, multiplies
+by the next mask that a recording `Dropout` drew. Equal outputs then show the same sites, in the
+same order, with the same scaling."""
+import contextlib
+
+import numpy as np
+import torch
+
+from retrax.models.dropout import Dropout
+
+
+class RecordingDropout(Dropout):
+
+  def __init__(self, key, rate=None):
+    super().__init__(key, rate)
+    self.masks = []
+
+  def keep(self, shape, configured_rate, dtype=np.float32):
+    keep = super().keep(shape, configured_rate, dtype)
+    if keep is not None:
+      self.masks.append(np.asarray(keep))
+    return keep
+
+
+@contextlib.contextmanager
+def replaying(masks):
+  pending = iter(masks)
+  original = torch.nn.functional.dropout
+
+  def dropout(input, p=0.5, training=True, inplace=False):
+    if not training or p == 0:
+      return input
+    mask = torch.tensor(next(pending))
+    assert mask.shape == input.shape, f"mask {tuple(mask.shape)} for a dropout on {tuple(input.shape)}"
+    return input * mask
+  torch.nn.functional.dropout = dropout
+  try:
+    yield
+    assert next(pending, None) is None, "retrax drew more dropout masks than transformers used"
+  finally:
+    torch.nn.functional.dropout = original
