@@ -5,8 +5,9 @@
 
 The backward keeps p and o (FlashAttention's identity Σ_k p ∂p = Σ_d ∂o ⊙ o holds with dropout):
   ∂v = (p ⊙ m)ᵀ ∂o,   ∂s = p ⊙ (m ⊙ (∂o vᵀ) − Σ_d ∂o ⊙ o),   ∂q = ∂s k / √d,   ∂k = ∂sᵀ (q / √d).
-On XLA:CPU this is a fifth faster than autodiff's backward, which makes more passes over the
-[L, L] scores and transposes them.
+On XLA:CPU a MiniLM attention block (32 × 256 tokens, projections included) then trains a
+fifth faster than through autodiff's backward (345 against 430 ms), which makes more passes
+over the [L, L] scores.
 """
 import jax
 import jax.numpy as jnp
