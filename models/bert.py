@@ -15,7 +15,7 @@ from flax import nnx
 
 from . import unpadding
 from .attention import attention
-from .dropout import Dropout
+from .dropout import Dropout, check_rates
 from .partitioning import logical
 
 
@@ -56,9 +56,7 @@ class BertConfig:
   def from_hf(cls, hf: dict) -> "BertConfig":
     if hf.get("hidden_act", "gelu") not in ACTIVATIONS:
       raise ValueError(f"hidden_act {hf['hidden_act']!r} is not one of {sorted(ACTIVATIONS)}")
-    for rate in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-      if not 0 <= hf.get(rate, 0) < 1:
-        raise ValueError(f"{rate} {hf[rate]!r}: expected 0 ≤ rate < 1")
+    check_rates(hf, ("hidden_dropout_prob", "attention_probs_dropout_prob"))
     if hf.get("position_embedding_type", "absolute") != "absolute":
       raise ValueError(f"position_embedding_type {hf['position_embedding_type']!r}: only 'absolute' is supported")
     names = [f.name for f in dataclasses.fields(cls)]

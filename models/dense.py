@@ -70,7 +70,7 @@ class DenseRetriever:
     self.batcher = TextBatcher(tokenizer, self.settings.max_length, _pad_id(tokenizer, backbone_config))
     self.tokenizer_files = tokenizer_files or {}
     self.graphdef, self.params = nnx.split(backbone)
-    self._embed = jax.jit(self._embed_fn, static_argnames="token_capacity")
+    self._embed = jax.jit(self.embed, static_argnames="token_capacity")
 
   @classmethod
   def from_pretrained(cls, folder, *, dtype=jnp.float32, **overrides):
@@ -113,9 +113,11 @@ class DenseRetriever:
   def dimension(self) -> int:
     return self.backbone_config.hidden_size
 
-  def _embed_fn(self, params, input_ids, attention_mask, token_type_ids, token_capacity):
+  def embed(self, params, input_ids, attention_mask, token_type_ids=None, token_capacity=None, dropout=None):
+    """The pure embedding function of `params` (a pure dict or nnx.State): what the train step
+    differentiates and what `encode` jits. [B, L] ids → [B, d]."""
     return embed(nnx.merge(self.graphdef, params), self.settings, input_ids, attention_mask, token_type_ids,
-                 token_capacity)
+                 token_capacity, dropout)
 
   def encode(self, texts, batch_size: int = 32, show_progress_bar: bool = False, prompt: str = "") -> np.ndarray:
     """[n, d] for a list of n texts; [d] for one string."""

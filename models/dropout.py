@@ -11,6 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def check_rates(hf_config: dict, names) -> None:
+  """A config.json's dropout rates each lie in [0, 1) (ValueError naming the field otherwise)."""
+  for name in names:
+    if not 0 <= hf_config.get(name, 0) < 1:
+      raise ValueError(f"{name} {hf_config[name]!r}: expected 0 ≤ rate < 1")
+
+
 class Dropout:
 
   def __init__(self, key: jax.Array | None, rate: float | None = None):

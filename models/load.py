@@ -1,4 +1,5 @@
-"""retrax.load(path): a Hugging Face model folder, or a retrax checkpoint, to a retriever."""
+"""retrax.load(path): a Hugging Face model folder, or a retrax checkpoint, to a retriever; `random`
+for a randomly initialised one."""
 import pathlib
 
 import jax.numpy as jnp
@@ -30,3 +31,8 @@ def load(path, **kwargs) -> DenseRetriever:
     return DenseRetriever.from_pretrained(path, **kwargs)
   raise InputError(path, "expected a Hugging Face model folder (config.json + weights) or a retrax checkpoint "
                    f"({checkpoint.MANIFEST})")
+
+
+def random(hf_config: dict, tokenizer, settings, *, seed: int = 0, dtype=jnp.float32) -> DenseRetriever:
+  """A retriever whose backbone, of a config.json-style dict, is randomly initialised."""
+  return DenseRetriever.random(hf_config, tokenizer, settings, seed=seed, dtype=dtype)

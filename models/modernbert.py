@@ -18,7 +18,7 @@ from flax import nnx
 from . import unpadding
 from .attention import attention
 from .bert import ACTIVATIONS
-from .dropout import Dropout
+from .dropout import Dropout, check_rates
 from .partitioning import logical
 
 GLOBAL, LOCAL = "full_attention", "sliding_attention"
@@ -60,9 +60,7 @@ class ModernBertConfig:
   def from_hf(cls, hf: dict) -> "ModernBertConfig":
     if hf.get("hidden_activation", "gelu") not in ACTIVATIONS:
       raise ValueError(f"hidden_activation {hf['hidden_activation']!r} is not one of {sorted(ACTIVATIONS)}")
-    for rate in ("embedding_dropout", "attention_dropout", "mlp_dropout"):
-      if not 0 <= hf.get(rate, 0) < 1:
-        raise ValueError(f"{rate} {hf[rate]!r}: expected 0 ≤ rate < 1")
+    check_rates(hf, ("embedding_dropout", "attention_dropout", "mlp_dropout"))
     if hf.get("rope_scaling"):
       raise ValueError(f"rope_scaling {hf['rope_scaling']!r}: only plain RoPE is supported")
     rope = hf.get("rope_parameters") or {}

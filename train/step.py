@@ -22,10 +22,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from ..models.dense import embed
 from ..models.dropout import Dropout
 from . import objective, sharding
 
@@ -50,8 +48,7 @@ def strided_merge(tree):
 
 @dataclasses.dataclass(frozen=True)
 class StepBuilder:
-  graphdef: Any
-  settings: Any               # the retriever's SentenceConfig (pooling, normalisation)
+  embed: Callable             # the retriever's embed(params, ids, mask, dropout=) → [B, d]
   loss: Callable              # objective.loss_fn(config.loss)
   in_batch: bool
   optimizer: optax.GradientTransformation
@@ -61,11 +58,10 @@ class StepBuilder:
 
   def embeddings(self, params, batch, dropout_key):
     """q [B, d] and d [B, C, d] for a batch; dropout from `dropout_key`."""
-    model, dropout = nnx.merge(self.graphdef, params), Dropout(dropout_key, self.dropout)
+    dropout = Dropout(dropout_key, self.dropout)
     b, c, l = batch["doc_ids"].shape
-    q = embed(model, self.settings, batch["query_ids"], batch["query_mask"], dropout=dropout)
-    d = embed(model, self.settings, batch["doc_ids"].reshape(b * c, l), batch["doc_mask"].reshape(b * c, l),
-              dropout=dropout)
+    q = self.embed(params, batch["query_ids"], batch["query_mask"], dropout=dropout)
+    d = self.embed(params, batch["doc_ids"].reshape(b * c, l), batch["doc_mask"].reshape(b * c, l), dropout=dropout)
     return q, d.reshape(b, c, -1)
 
   def objective(self, q, d, batch, key):

@@ -92,7 +92,7 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
                       retriever.settings, seed=config.seed, global_batch=config.batch_size,
                       process_index=jax.process_index(), process_count=jax.process_count())
   lr_schedule = schedule(config)
-  builder = StepBuilder(retriever.graphdef, retriever.settings, loss, config.loss.in_batch_negatives,
+  builder = StepBuilder(retriever.embed, loss, config.loss.in_batch_negatives,
                         optimizer, config.accumulate_steps, config.grad_cache_chunks, config.model.dropout)
   state = initial_state(jax.tree.map(np.asarray, nnx.to_pure_dict(retriever.params)), optimizer, mesh, rules,
                         retriever.params)
