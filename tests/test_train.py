@@ -11,13 +11,15 @@ from flax import nnx
 from jax.sharding import PartitionSpec
 
 from retrax.errors import InputError
-from retrax.eval import synthetic
+from retrax.eval import beir, synthetic
 from retrax.models.bert import Bert, BertConfig
 from retrax.models.dense import embed
 from retrax.models.sentence_config import SentenceConfig
+from retrax.models.vocab import word_level_tokenizer
 from retrax.train import examples, losses, objective, sharding
 from retrax.train.mesh import make_mesh, mesh_shape
 from retrax.train.optimizer import decay_mask, make_optimizer
+from retrax.train.pipeline import Pipeline
 from retrax.train.step import StepBuilder, strided_merge, strided_split
 
 
@@ -222,3 +224,21 @@ def test_mined_negatives_are_the_top_unjudged_documents(tmp_path):
              if doc_ids[i] not in collection.qrels[qid]]
     assert entry["negatives"] == order[1:4]
 
+
+def test_hosts_local_batches_end_to_end_are_the_one_process_batch(tmp_path):
+  """Rows keep their global positions on any number of hosts, so position-drawn dropout masks agree."""
+  synthetic.write_limit_style(tmp_path / "data", num_people=20, num_attributes=30, train_fraction=0.5)
+  training_set = examples.build(tmp_path / "data", "train")
+  texts = [beir.document_text(d) for d in training_set.collection.corpus.values()]
+  tokenizer = word_level_tokenizer(texts + list(training_set.collection.queries.values()), 200)
+  data = ml_collections.ConfigDict(dict(num_positives=1, num_negatives=0, query_max_len=8, doc_max_len=16))
+
+  def batches(process_index, process_count):
+    pipeline = Pipeline(training_set, tokenizer, 0, data, SentenceConfig(), seed=3, global_batch=8,
+                        process_index=process_index, process_count=process_count)
+    return [pipeline.dataset[i] for i in range(3)]
+  one = batches(0, 1)
+  hosts = [batches(p, 2) for p in range(2)]
+  for i in range(3):
+    for key in one[i]:
+      np.testing.assert_array_equal(np.concatenate([hosts[0][i][key], hosts[1][i][key]]), one[i][key])

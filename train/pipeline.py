@@ -1,9 +1,11 @@
 """A grain pipeline from training rows to fixed-width token batches for this host.
 
 rows → shuffle (reshuffled each epoch) → repeat → sample negatives (an RNG seeded by the
-position in the global stream, so the stream is a pure function of the seed) → this host's
-rows → batch → tokenize. Every host takes every `process_count`-th row, so the hosts' local
-batches together make the global batch. Batches are padded to the full query and document
+position in the global stream, so the stream is a pure function of the seed) → global batch →
+this host's block of it → tokenize. Host p takes rows p·b … (p+1)·b − 1 of each global batch of
+b·process_count, so the hosts' local batches laid end to end are the global batch in the order
+one process has it (dropout masks, drawn by row position, are then the same on any number of
+hosts). Batches are padded to the full query and document
 lengths here; `trim` cuts them to a length bucket in the loop.
 
 A batch holds, for b rows and C = num_positives + num_negatives candidates:
@@ -59,9 +61,9 @@ class Pipeline:
     self.tokenize_queries = Tokenize(tokenizer, data_config.query_max_len, pad_id)
     self.tokenize_docs = Tokenize(tokenizer, data_config.doc_max_len, pad_id)
     local_batch = global_batch // process_count
+    block = slice(process_index * local_batch, (process_index + 1) * local_batch)
     self.samples = grain.MapDataset.source(self.rows).shuffle(seed=seed).repeat().random_map(self.sample, seed=seed)
-    self.dataset = self.samples[process_index::process_count].batch(local_batch, drop_remainder=True,
-                                                                     batch_fn=self.collate)
+    self.dataset = self.samples.batch(global_batch, drop_remainder=True, batch_fn=lambda rows: self.collate(rows[block]))
 
   def sample(self, row, rng: np.random.Generator) -> dict:
     """One row's candidates: its positives, then negatives drawn from its pool without replacement."""
