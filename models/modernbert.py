@@ -140,8 +140,9 @@ class ModernBertLayer(nnx.Module):
     q, k, v = jnp.split(qkv.reshape(b, l, 3, self.num_heads, h // self.num_heads), 3, axis=2)
     cos, sin = ropes[self.kind]
     q, k = apply_rope(q[:, :, 0], cos, sin), apply_rope(k[:, :, 0], cos, sin)
-    keep = dropout.keep((b, self.num_heads, l, l), self.attention_dropout)
-    ctx = attention(q, k, v[:, :, 0], masks[self.kind], keep).reshape(b, l, h)
+    dropped = dropout.mask((b, self.num_heads, l, l), self.attention_dropout)
+    mask, lengths = masks[self.kind]
+    ctx = attention(q, k, v[:, :, 0], mask, dropped, lengths=lengths).reshape(b, l, h)
     x = x + dropout(self.attn_out(layout.to_tokens(ctx)), self.attention_dropout)
     u, g = jnp.split(self.mlp_in(self.mlp_norm(x)), 2, axis=-1)
     return x + self.mlp_out(dropout(self.act(u) * g, self.mlp_dropout))
@@ -173,7 +174,7 @@ class ModernBert(nnx.Module):
     keys = attention_mask.astype(bool)[:, None, :]
     pos = jnp.arange(l)
     band = jnp.abs(pos[:, None] - pos[None, :]) <= c.local_attention // 2
-    masks = {GLOBAL: keys, LOCAL: keys & band}
+    masks = {GLOBAL: (keys, attention_mask.sum(-1)), LOCAL: (keys & band, None)}  # (mask, lengths if padding alone)
     head_dim = c.hidden_size // c.num_attention_heads
     ropes = {GLOBAL: rope(l, head_dim, c.global_rope_theta), LOCAL: rope(l, head_dim, c.local_rope_theta)}
     layout = unpadding.layout(attention_mask, token_capacity)

@@ -6,7 +6,7 @@ import contextlib
 import numpy as np
 import torch
 
-from retrax.models.dropout import Dropout
+from retrax.models.dropout import Dropout, multiplier
 
 
 class RecordingDropout(Dropout):
@@ -15,11 +15,11 @@ class RecordingDropout(Dropout):
     super().__init__(key, rate)
     self.masks = []
 
-  def keep(self, shape, configured_rate, dtype=np.float32):
-    keep = super().keep(shape, configured_rate, dtype)
-    if keep is not None:
-      self.masks.append(np.asarray(keep))
-    return keep
+  def mask(self, shape, configured_rate):
+    drawn = super().mask(shape, configured_rate)
+    if drawn is not None:
+      self.masks.append(np.asarray(multiplier(*drawn)))
+    return drawn
 
 
 @contextlib.contextmanager
