@@ -42,14 +42,9 @@ class Dropout:
       u = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(shape)
     return u >= threshold, 1 / (1 - p)
 
-  def keep(self, shape, configured_rate: float, dtype=jnp.float32):
-    """The multiplier m / (1 − p) of `shape`, or None where dropout is off at this site."""
-    drawn = self.mask(shape, configured_rate)
-    return None if drawn is None else multiplier(*drawn, dtype)
-
   def __call__(self, x, configured_rate: float):
-    keep = self.keep(x.shape, configured_rate, x.dtype)
-    return x if keep is None else x * keep
+    drawn = self.mask(x.shape, configured_rate)
+    return x if drawn is None else x * multiplier(*drawn, x.dtype)
 
 
 def multiplier(mask, scale: float, dtype=jnp.float32):
