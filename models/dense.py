@@ -15,7 +15,7 @@ from .. import checks
 from ..errors import InputError
 from ..files import atomic_directory
 from . import hf, sentence_config, unpadding
-from .batching import TextBatcher, check_max_length, check_texts
+from .text import TextPath, check_max_length, check_texts
 from .pooling import l2_normalize, pool
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
@@ -67,7 +67,9 @@ class DenseRetriever:
     self.source = str(source)
     max_length = check_max_length(settings.max_length, self.max_positions, self.source)
     self.settings = dataclasses.replace(settings, max_length=max_length)
-    self.batcher = TextBatcher(tokenizer, self.settings.max_length, _pad_id(tokenizer, backbone_config))
+    self.text = TextPath(tokenizer, _pad_id(tokenizer, backbone_config),
+                         {"query": self.settings.max_length, "document": self.settings.max_length},
+                         {"query": self.settings.query_prompt, "document": self.settings.document_prompt})
     self.tokenizer_files = tokenizer_files or {}
     self.graphdef, self.params = nnx.split(backbone)
     self._embed = jax.jit(self.embed, static_argnames="token_capacity")
@@ -120,13 +122,23 @@ class DenseRetriever:
                  token_capacity, dropout)
 
   def encode(self, texts, batch_size: int = 32, show_progress_bar: bool = False, prompt: str = "") -> np.ndarray:
-    """[n, d] for a list of n texts; [d] for one string."""
+    """[n, d] for a list of n texts; [d] for one string. Each text is prefixed with `prompt`."""
+    return self._encode(texts, "document", batch_size, show_progress_bar, prompt)
+
+  def encode_queries(self, texts, batch_size: int = 32, show_progress_bar: bool = False) -> np.ndarray:
+    return self._encode(texts, "query", batch_size, show_progress_bar)
+
+  def encode_documents(self, texts, batch_size: int = 32, show_progress_bar: bool = False) -> np.ndarray:
+    return self._encode(texts, "document", batch_size, show_progress_bar)
+
+  def _encode(self, texts, side: str, batch_size, show_progress_bar, prompt: str | None = None) -> np.ndarray:
+    """Texts through the text path's `side` (`prompt` None: the side's prompt) to [n, d]."""
     if isinstance(texts, str):
-      return self.encode([texts], batch_size, show_progress_bar, prompt)[0]
-    texts = [prompt + t for t in check_texts(texts)]
+      return self._encode([texts], side, batch_size, show_progress_bar, prompt)[0]
+    texts = check_texts(texts)
     batch_size = checks.integer(batch_size, "batch_size", low=1)
     out = np.zeros((len(texts), self.dimension), np.float32)
-    batches = self.batcher.batches(texts, batch_size)
+    batches = self.text.batches(texts, side, batch_size, prompt)
     total = -(-len(texts) // batch_size)
     for i, b in enumerate(tqdm(batches, total=total, disable=not show_progress_bar, desc="encode", unit="batch")):
       emb = self._embed(self.params, b.input_ids, b.attention_mask, b.token_type_ids,
@@ -138,12 +150,6 @@ class DenseRetriever:
                          f"texts encoded so far (positions {', '.join(map(str, bad[:5]))}"
                          f"{', …' if len(bad) > 5 else ''}): the parameters hold NaN or inf (a diverged checkpoint?)")
     return out
-
-  def encode_queries(self, texts, batch_size: int = 32, show_progress_bar: bool = False) -> np.ndarray:
-    return self.encode(texts, batch_size, show_progress_bar, self.settings.query_prompt)
-
-  def encode_documents(self, texts, batch_size: int = 32, show_progress_bar: bool = False) -> np.ndarray:
-    return self.encode(texts, batch_size, show_progress_bar, self.settings.document_prompt)
 
   @staticmethod
   def score(queries: np.ndarray, documents: np.ndarray) -> np.ndarray:

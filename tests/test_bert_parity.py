@@ -140,3 +140,15 @@ def test_a_dropout_rate_outside_0_1_is_named(torch_folder):
   (folder / "config.json").write_text(json.dumps({**config, "attention_probs_dropout_prob": 1.5}))
   with pytest.raises(InputError, match=r"attention_probs_dropout_prob 1\.5: expected 0 ≤ rate < 1"):
     hf.load_backbone(folder)
+
+
+def test_gelu_and_its_gradient_match_torch():
+  from retrax.models.bert import gelu
+  x = np.random.default_rng(0).normal(0, 3, (4, 257)).astype(np.float32)
+  g = np.random.default_rng(1).normal(size=x.shape).astype(np.float32)
+  value, vjp = jax.vjp(gelu, x)
+  tx = torch.tensor(x, requires_grad=True)
+  expected = torch.nn.functional.gelu(tx)
+  expected.backward(torch.tensor(g))
+  np.testing.assert_allclose(value, expected.detach().numpy(), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(vjp(g)[0], tx.grad.numpy(), rtol=1e-5, atol=1e-6)

@@ -54,7 +54,7 @@ def test_batch_size_below_one_is_an_error(model, batch_size):
 @pytest.mark.parametrize("max_length", [0, -3, POSITIONS + 1, True])
 def test_max_length_outside_the_positions_is_an_error(model, max_length):
   with pytest.raises(InputError, match=f"max_length {max_length!r}: expected an integer from 1 to {POSITIONS}"):
-    DenseRetriever(model.backbone, model.backbone_config, model.batcher.tokenizer,
+    DenseRetriever(model.backbone, model.backbone_config, model.text.tokenizer,
                    dataclasses.replace(model.settings, max_length=max_length), source="tiny")
 
 
@@ -72,7 +72,7 @@ def test_max_length_is_checked_by_the_same_rule_in_training(tmp_path):
 def _with_nan_row(model, token: str):
   params = nnx.to_pure_dict(model.params)
   table = np.array(params["word_embeddings"]["embedding"])
-  table[model.batcher.tokenizer.token_to_id(token)] = np.nan
+  table[model.text.tokenizer.token_to_id(token)] = np.nan
   params["word_embeddings"]["embedding"] = table
   return model.with_params(params)
 

@@ -15,6 +15,7 @@ from retrax.eval import beir, synthetic
 from retrax.models.bert import Bert, BertConfig
 from retrax.models.dense import embed
 from retrax.models.sentence_config import SentenceConfig
+from retrax.models.text import TextPath
 from retrax.models.vocab import word_level_tokenizer
 from retrax.train import examples, losses, objective, sharding
 from retrax.train.mesh import make_mesh, mesh_shape
@@ -234,8 +235,9 @@ def test_hosts_local_batches_end_to_end_are_the_one_process_batch(tmp_path):
   data = ml_collections.ConfigDict(dict(num_positives=1, num_negatives=0, query_max_len=8, doc_max_len=16))
 
   def batches(process_index, process_count):
-    pipeline = Pipeline(training_set, tokenizer, 0, data, SentenceConfig(), seed=3, global_batch=8,
-                        process_index=process_index, process_count=process_count)
+    text = TextPath(tokenizer, 0, {"query": 8, "document": 16}, {"query": "", "document": ""})
+    pipeline = Pipeline(training_set, text, data, seed=3, global_batch=8, process_index=process_index,
+                        process_count=process_count)
     return [pipeline.dataset[i] for i in range(3)]
   one = batches(0, 1)
   hosts = [batches(p, 2) for p in range(2)]

@@ -23,10 +23,14 @@ def run(workdir, *overrides, devices=1, extra_env=None):
   return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(*procs):
+def finish(*procs) -> list[str]:
+  """Each run's stderr, once all have exited 0."""
+  errors = []
   for proc in procs:
     _, stderr = proc.communicate(timeout=900)
     assert proc.returncode == 0, stderr
+    errors.append(stderr)
+  return errors
 
 
 def losses(workdir) -> dict[int, float]:
@@ -65,6 +69,22 @@ def test_these_runs_train_with_dropout(reference):
   assert abs(losses(workdir)[1] - losses(reference / "one")[1]) > 1e-4
 
 
+def test_kernels_are_split_over_the_2x2x2_mesh(reference):
+  """The saved shardings: MLP kernels split over fsdp (embed) and tensor (mlp), attention over tensor (heads)."""
+  import orbax.checkpoint as ocp
+  eight = reference / "mesh2x2x2"
+  if not eight.exists():
+    finish(run(eight, *mesh_flags((2, 2, 2)), devices=8))
+  with ocp.StandardCheckpointer() as checkpointer:
+    params = checkpointer.metadata(eight / "checkpoints" / "20" / "params").item_metadata
+  layer = params["layers"]["0"]  # orbax keys list items by their index as a string
+  expected = {"mlp_in": ("fsdp", "tensor"), "mlp_out": ("tensor", "fsdp"), "query": ("fsdp", "tensor")}
+  for name, spec in expected.items():
+    sharding = layer[name]["kernel"].sharding
+    assert list(sharding.shape) == [2, 2, 2] and list(sharding.axis_names) == ["data", "fsdp", "tensor"]
+    assert tuple(sharding.partition_spec) == spec, (name, sharding.partition_spec)
+
+
 def _rewind(source, target, step):
   """A copy of a workdir whose checkpoints stop at `step`."""
   shutil.copytree(source, target)
@@ -79,9 +99,10 @@ def test_checkpoint_moves_from_8_devices_to_1_and_back(reference):
     finish(run(eight, *mesh_flags((2, 2, 2)), devices=8))
   _rewind(eight, reference / "to_one", 10)
   _rewind(reference / "one", reference / "to_eight", 10)
-  finish(run(reference / "to_one"), run(reference / "to_eight", *mesh_flags((2, 2, 2)), devices=8))
-  for workdir in (reference / "to_one", reference / "to_eight"):
-    assert_same(losses(workdir), losses(reference / "one"), range(1, 21))
+  errors = finish(run(reference / "to_one"), run(reference / "to_eight", *mesh_flags((2, 2, 2)), devices=8))
+  for workdir, stderr in zip((reference / "to_one", reference / "to_eight"), errors):
+    assert "resumed from step 10" in stderr
+    assert_same(losses(workdir), losses(reference / "one"), range(11, 21))  # the steps trained after the move
 
 
 def test_two_processes_give_the_losses_of_one(reference):

@@ -2,7 +2,7 @@
 
 rows → shuffle (reshuffled each epoch) → repeat → sample negatives (an RNG seeded by the
 position in the global stream, so the stream is a pure function of the seed) → global batch →
-this host's block of it → tokenize. Host p takes rows p·b … (p+1)·b − 1 of each global batch of
+this host's block of it → tokenize (the retriever's text path, at config.data's max lengths). Host p takes rows p·b … (p+1)·b − 1 of each global batch of
 b·process_count, so the hosts' local batches laid end to end are the global batch in the order
 one process has it (dropout masks, drawn by row position, are then the same on any number of
 hosts). Batches are padded to the full query and document
@@ -17,49 +17,30 @@ A batch holds, for b rows and C = num_positives + num_negatives candidates:
 import grain
 import jax
 import numpy as np
-import tokenizers
 from jax.experimental import multihost_utils
 
 from ..errors import InputError
 from ..eval import beir
+from ..models.text import TextPath
 from . import sharding
-
-
-class Tokenize:
-  """Texts → int32 ids and mask [n, max_length], right padded, truncated to max_length."""
-
-  def __init__(self, tokenizer: tokenizers.Tokenizer, max_length: int, pad_id: int):
-    self.tokenizer = tokenizers.Tokenizer.from_str(tokenizer.to_str())
-    self.tokenizer.no_padding()
-    self.tokenizer.enable_truncation(max_length)
-    self.max_length, self.pad_id = max_length, pad_id
-
-  def __call__(self, texts):
-    ids = np.full((len(texts), self.max_length), self.pad_id, np.int32)
-    mask = np.zeros((len(texts), self.max_length), np.int32)
-    for row, enc in enumerate(self.tokenizer.encode_batch(list(texts))):
-      ids[row, :len(enc.ids)] = enc.ids
-      mask[row, :len(enc.ids)] = 1
-    return ids, mask
 
 
 class Pipeline:
 
-  def __init__(self, training_set, tokenizer, pad_id: int, data_config, settings, *, seed: int,
-               global_batch: int, process_index: int = 0, process_count: int = 1):
+  def __init__(self, training_set, text: TextPath, data_config, *, seed: int, global_batch: int,
+               process_index: int = 0, process_count: int = 1):
     if global_batch % process_count:
       raise InputError("config.batch_size", f"{global_batch} is not a multiple of the {process_count} hosts")
     corpus = training_set.collection.corpus
     self.doc_ids = list(corpus)
     self.doc_position = {d: i for i, d in enumerate(self.doc_ids)}
-    self.doc_texts = [settings.document_prompt + beir.document_text(corpus[d]) for d in self.doc_ids]
-    self.queries = {q: settings.query_prompt + t for q, t in training_set.collection.queries.items()}
+    self.doc_texts = [beir.document_text(corpus[d]) for d in self.doc_ids]
+    self.queries = training_set.collection.queries
     self.qrels = training_set.collection.qrels
     self.rows = training_set.rows
     self.num_positives, self.num_negatives = data_config.num_positives, data_config.num_negatives
     self.max_query_positives = max(sum(g > 0 for g in j.values()) for j in self.qrels.values())
-    self.tokenize_queries = Tokenize(tokenizer, data_config.query_max_len, pad_id)
-    self.tokenize_docs = Tokenize(tokenizer, data_config.doc_max_len, pad_id)
+    self.text = text.with_max_lengths(query=data_config.query_max_len, document=data_config.doc_max_len)
     local_batch = global_batch // process_count
     block = slice(process_index * local_batch, (process_index + 1) * local_batch)
     self.samples = grain.MapDataset.source(self.rows).shuffle(seed=seed).repeat().random_map(self.sample, seed=seed)
@@ -88,8 +69,8 @@ class Pipeline:
 
   def collate(self, samples: list[dict]) -> dict:
     """Samples → one batch of token arrays."""
-    query_ids, query_mask = self.tokenize_queries([s["query"] for s in samples])
-    doc_ids, doc_mask = self.tokenize_docs([t for s in samples for t in s["docs"]])
+    query_ids, query_mask = self.text.tokenize([s["query"] for s in samples], "query")
+    doc_ids, doc_mask = self.text.tokenize([t for s in samples for t in s["docs"]], "document")
     b = len(samples)
     return {
         "query_ids": query_ids, "query_mask": query_mask,

@@ -23,7 +23,7 @@ from ..eval import beir
 from ..eval.driver import evaluate_retriever
 from ..files import check_folder
 from ..models import checkpoint as retriever_checkpoint
-from ..models.batching import check_max_length
+from ..models.text import check_max_length
 from . import config_check, distributed, examples, mining, resume
 from .checkpoints import Checkpointer
 from .divergence import DivergenceCheck
@@ -88,8 +88,7 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
                             batch_size=config.data.mine.batch_size, show_progress=config.progress and is_main)
   training_set = examples.build(folder, config.data.split, candidates or None, config.data.num_positives)
 
-  pipeline = Pipeline(training_set, retriever.batcher.tokenizer, retriever.batcher.pad_id, config.data,
-                      retriever.settings, seed=config.seed, global_batch=config.batch_size,
+  pipeline = Pipeline(training_set, retriever.text, config.data, seed=config.seed, global_batch=config.batch_size,
                       process_index=jax.process_index(), process_count=jax.process_count())
   lr_schedule = schedule(config)
   builder = StepBuilder(retriever.embed, loss, config.loss.in_batch_negatives,

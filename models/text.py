@@ -1,7 +1,11 @@
-"""Texts to fixed-shape token batches: sorted by length, padded to a few length buckets.
+"""The one text path: texts to right-padded int32 token arrays, the same for training and encoding.
 
-Every batch has `batch_size` rows and a length from `buckets`, so a jitted encoder
-compiles once per bucket and never per batch.
+A side ("query" or "document") prefixes its prompt; the tokenizer truncates to the side's
+max_length, keeping the special tokens as Hugging Face truncation does. `tokenize` pads every
+row to max_length (training: the loop trims each global batch to a length bucket);
+`batches` sorts texts by length and pads each batch of `batch_size` rows to the smallest
+length bucket that holds it (encoding: a jitted encoder compiles once per bucket, never per
+batch).
 """
 import dataclasses
 
@@ -42,6 +46,9 @@ def check_max_length(value, positions: int, source) -> int:
   return int(value)
 
 
+SIDES = ("query", "document")
+
+
 @dataclasses.dataclass(frozen=True)
 class Batch:
   rows: np.ndarray        # [n] positions of the real rows in the caller's list
@@ -50,28 +57,48 @@ class Batch:
   token_type_ids: np.ndarray
 
 
-class TextBatcher:
-  """Wraps a `tokenizers.Tokenizer`: truncation to max_length, padding done here."""
+class TextPath:
+  """A `tokenizers.Tokenizer` with each side's prompt and max_length; padding is done here."""
 
-  def __init__(self, tokenizer: tokenizers.Tokenizer, max_length: int, pad_id: int, buckets=None):
-    self.tokenizer = tokenizer
+  def __init__(self, tokenizer: tokenizers.Tokenizer, pad_id: int, max_lengths: dict[str, int],
+               prompts: dict[str, str]):
+    self.tokenizer = tokenizers.Tokenizer.from_str(tokenizer.to_str())  # its truncation is ours to set
     self.tokenizer.no_padding()
-    self.tokenizer.enable_truncation(max_length)
-    self.max_length = max_length
-    self.pad_id = pad_id
-    self.buckets = tuple(buckets or default_buckets(max_length))
+    self.tokenizer.no_truncation()
+    self.pad_id, self.max_lengths, self.prompts = pad_id, dict(max_lengths), dict(prompts)
+    self._truncating = {}
+    for side in SIDES:
+      self._truncating[side] = tokenizers.Tokenizer.from_str(self.tokenizer.to_str())
+      self._truncating[side].enable_truncation(self.max_lengths[side])
 
-  def tokenize(self, texts):
-    return self.tokenizer.encode_batch(list(texts))
+  def with_max_lengths(self, **max_lengths) -> "TextPath":
+    """The same path with other max lengths for the sides named (training's query and document lengths)."""
+    return TextPath(self.tokenizer, self.pad_id, {**self.max_lengths, **max_lengths}, self.prompts)
 
-  def batches(self, texts, batch_size: int):
+  def encodings(self, texts, side: str, prompt: str | None = None) -> list:
+    """The tokenizer's encodings of prompt + text; `prompt` None: the side's."""
+    prompt = self.prompts[side] if prompt is None else prompt
+    return self._truncating[side].encode_batch([prompt + t for t in texts])
+
+  def tokenize(self, texts, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, mask) [n, max_length of the side], right padded."""
+    width = self.max_lengths[side]
+    ids = np.full((len(texts), width), self.pad_id, np.int32)
+    mask = np.zeros((len(texts), width), np.int32)
+    for row, e in enumerate(self.encodings(texts, side)):
+      ids[row, :len(e.ids)] = e.ids
+      mask[row, :len(e.ids)] = 1
+    return ids, mask
+
+  def batches(self, texts, side: str, batch_size: int, prompt: str | None = None):
     """Yields Batch objects, longest texts first; rows map back to the input order."""
-    encodings = self.tokenize(texts)
+    encodings = self.encodings(texts, side, prompt)
     lengths = np.array([len(e.ids) for e in encodings])
     order = np.argsort(-lengths, kind="stable")
+    buckets = default_buckets(self.max_lengths[side])
     for start in range(0, len(order), batch_size):
       rows = order[start:start + batch_size]
-      width = next(b for b in self.buckets if b >= lengths[rows].max())
+      width = next(b for b in buckets if b >= lengths[rows].max())
       ids = np.full((batch_size, width), self.pad_id, np.int32)
       types = np.zeros((batch_size, width), np.int32)
       mask = np.zeros((batch_size, width), np.int32)
