@@ -2,7 +2,7 @@
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-SUBPACKAGES = ("models", "train", "eval", "index", "configs")
+SUBPACKAGES = ("models", "models.backbones", "models.heads", "train", "eval", "index", "configs")
 
 
 class BuildPyWithoutSetup(build_py):
@@ -19,7 +19,7 @@ setup(
     description="JAX/Flax neural information retrieval: encoders, losses, ScaNN evaluation.",
     python_requires=">=3.10",
     packages=["retrax"] + [f"retrax.{p}" for p in SUBPACKAGES],
-    package_dir={"retrax": ".", **{f"retrax.{p}": p for p in SUBPACKAGES}},
+    package_dir={"retrax": ".", **{f"retrax.{p}": p.replace(".", "/") for p in SUBPACKAGES}},
     cmdclass={"build_py": BuildPyWithoutSetup},
     install_requires=[
         "jax", "flax>=0.12", "optax", "orbax-checkpoint", "grain", "tensorflow-datasets",

@@ -16,7 +16,7 @@ import torch
 import transformers
 from flax import nnx
 
-from retrax.models import hf, unpadding
+from retrax.models.backbones import hf, unpadding
 
 
 def best_ms(fn, repeats):

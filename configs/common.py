@@ -38,6 +38,7 @@ def train_config() -> ml_collections.ConfigDict:
   c.model.random = ml_collections.ConfigDict()   # config.json-style dict: a random backbone instead
   c.model.vocab_size = 2000              # word-level vocabulary size for a random backbone
   c.model.dropout = config_dict.placeholder(float)  # training dropout at every site; unset: the model config's, 0.0: off
+  c.model.trainable = ".*"               # regex over the parameter paths that train (train/trainable.py)
   c.model.pooling = config_dict.placeholder(str)
   c.model.normalize = config_dict.placeholder(bool)
   c.model.max_length = config_dict.placeholder(int)

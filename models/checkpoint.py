@@ -21,7 +21,8 @@ from flax import nnx
 
 from ..errors import InputError
 from ..files import atomic_directory, read_json, write_atomic
-from . import hf, sentence_config
+from . import sentence_config
+from .backbones import hf
 from .dense import DenseRetriever, read_tokenizer
 
 MANIFEST = "retriever.json"

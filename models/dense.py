@@ -14,9 +14,10 @@ from tqdm.auto import tqdm
 from .. import checks
 from ..errors import InputError
 from ..files import atomic_directory
-from . import hf, sentence_config, unpadding
+from . import sentence_config
+from .backbones import hf, unpadding
 from .text import TextPath, check_max_length, check_texts
-from .pooling import l2_normalize, pool
+from .heads.pooling import l2_normalize, pool
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "sentencepiece.bpe.model")
@@ -39,7 +40,7 @@ def embed(backbone: nnx.Module, settings: sentence_config.SentenceConfig, input_
           token_type_ids=None, token_capacity=None, dropout=None):
   """Token ids [B, L] to sentence embeddings [B, d]: pooled last hidden states, L2-normalised if set.
 
-  `token_capacity` (static) runs the backbone unpadded (`unpadding.py`); `dropout` (a
+  `token_capacity` (static) runs the backbone unpadded (`backbones/unpadding.py`); `dropout` (a
   `dropout.Dropout`, training only) drops at the backbone's sites."""
   hidden = backbone(input_ids, attention_mask, token_type_ids, token_capacity, dropout)
   emb = pool(hidden, attention_mask, settings.pooling)

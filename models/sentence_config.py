@@ -10,7 +10,7 @@ import pathlib
 from .. import checks
 from ..errors import InputError
 from ..files import read_json, write_atomic
-from .pooling import MODES as POOLING_MODES
+from .heads.pooling import MODES as POOLING_MODES
 
 POOLING_KEYS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
                 "lasttoken": "pooling_mode_lasttoken"}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from retrax.models.attention import attention
+from retrax.models.backbones.attention import attention
 from retrax.models.dropout import Dropout
 
 

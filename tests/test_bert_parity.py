@@ -8,7 +8,7 @@ import torch
 import transformers
 
 from retrax.errors import InputError
-from retrax.models import hf
+from retrax.models.backbones import hf
 from retrax.models.dropout import Dropout
 
 from dropout_replay import RecordingDropout, replaying
@@ -143,7 +143,7 @@ def test_a_dropout_rate_outside_0_1_is_named(torch_folder):
 
 
 def test_gelu_and_its_gradient_match_torch():
-  from retrax.models.bert import gelu
+  from retrax.models.backbones.bert import gelu
   x = np.random.default_rng(0).normal(0, 3, (4, 257)).astype(np.float32)
   g = np.random.default_rng(1).normal(size=x.shape).astype(np.float32)
   value, vjp = jax.vjp(gelu, x)

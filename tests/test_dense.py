@@ -8,7 +8,7 @@ import pytest
 
 import retrax
 from retrax.errors import InputError
-from retrax.models import unpadding
+from retrax.models.backbones import unpadding
 from retrax.models.wheel import minilm_path
 
 sentence_transformers = pytest.importorskip("sentence_transformers")

@@ -9,8 +9,8 @@ import torch
 import transformers
 from flax import nnx
 
-from retrax.models import hf
-from retrax.models.modernbert import ModernBert, ModernBertConfig, weight_map
+from retrax.models.backbones import hf
+from retrax.models.backbones.modernbert import ModernBert, ModernBertConfig, weight_map
 
 from dropout_replay import RecordingDropout, replaying
 

@@ -12,16 +12,16 @@ from jax.sharding import PartitionSpec
 
 from retrax.errors import InputError
 from retrax.eval import beir, synthetic
-from retrax.models.bert import Bert, BertConfig
+from retrax.models.backbones.bert import Bert, BertConfig
 from retrax.models.dense import embed
 from retrax.models.sentence_config import SentenceConfig
 from retrax.models.text import TextPath
 from retrax.models.vocab import word_level_tokenizer
-from retrax.train import examples, losses, objective, sharding
+from retrax.train import examples, losses, objective, sharding, trainable
 from retrax.train.mesh import make_mesh, mesh_shape
 from retrax.train.optimizer import decay_mask, make_optimizer
 from retrax.train.pipeline import Pipeline
-from retrax.train.step import StepBuilder, strided_merge, strided_split
+from retrax.train.step import StepBuilder, TrainState, strided_merge, strided_split
 
 
 def _batch(b=8, c=3, lq=5, ld=7, seed=0):
@@ -135,6 +135,37 @@ def test_accumulation_averages_micro_batches():
              for i, p in enumerate(parts)]
   np.testing.assert_allclose(loss, (singles[0][0] + singles[1][0]) / 2, rtol=1e-6)
   _assert_grads_close(grads, jax.tree.map(lambda a, b: (a + b) / 2, singles[0][1], singles[1][1]), 1e-6)
+
+
+def test_only_the_trainable_paths_are_differentiated_and_updated():
+  pattern = "layers/0/mlp_(in|out)/.*"
+  full, params = _builder(dropout=0.0)
+  partial, _ = _builder(dropout=0.0, trainable_paths=pattern)
+  batch, key, dropout_key = _batch(), jax.random.key(0), jax.random.key(1)
+  train, frozen = trainable.split(params, pattern)
+  assert trainable.combine(train, frozen) == params
+  assert trainable.paths(train) == ["layers/0/mlp_in/bias", "layers/0/mlp_in/kernel", "layers/0/mlp_out/bias",
+                                    "layers/0/mlp_out/kernel"]
+  loss, grads = jax.jit(partial.plain_grads)(train, batch, key, dropout_key, frozen)
+  reference_loss, reference = jax.jit(full.plain_grads)(params, batch, key, dropout_key)
+  assert abs(float(loss) - float(reference_loss)) <= 1e-6 * abs(float(reference_loss))
+  _assert_grads_close(grads, trainable.split(reference, pattern)[0], 1e-6)
+
+  state = TrainState(params, partial.optimizer.init(train), jnp.zeros((), jnp.int32))
+  assert len([x for x in jax.tree.leaves(state.opt_state) if x.ndim]) == 2 * len(jax.tree.leaves(train))  # Adam's μ, ν
+  stepped, _ = jax.jit(partial)(state, batch, key)
+  after_train, after_frozen = trainable.split(stepped.params, pattern)
+  jax.tree.map(np.testing.assert_array_equal, after_frozen, frozen)
+  assert not any(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(after_train), jax.tree.leaves(train)))
+
+
+def test_a_trainable_pattern_that_matches_nothing_or_does_not_parse_is_named():
+  _, params = _builder()
+  with pytest.raises(InputError, match=r"^config.model.trainable: 'layer/.\*' matches no parameter path; they look "
+                                       r"like embed_norm/bias, "):
+    trainable.check(params, "layer/.*")
+  with pytest.raises(InputError, match=r"^config.model.trainable: '\(' is not a regular expression"):
+    trainable.compile_pattern("(")
 
 
 def test_strided_split_round_trips():

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 
 import retrax
@@ -93,3 +94,21 @@ def test_periodic_eval_keeps_the_best_checkpoint(tmp_path):
   assert [p.name for p in (tmp_path / "w" / "checkpoints").iterdir() if p.name.isdigit()] == [str(worst)]
   results = json.loads((tmp_path / "w" / "eval" / str(worst) / "results.json").read_text())
   assert results["nDCG@10"] == evaluated[worst]
+
+
+
+def test_a_trainable_pattern_freezes_the_rest(tmp_path):
+  """Only the last layer trains: everything else keeps the values the run started from."""
+  from flax import nnx
+  from retrax.configs import tiny
+  from retrax.train import trainable
+  from retrax.train.model_setup import build_retriever
+  done = run_train(tmp_path / "w", "--config.model.trainable=layers/1/.*", "--config.total_steps=5")
+  assert done.returncode == 0, done.stderr
+  config = tiny.get_config()
+  start = build_retriever(config.model, tmp_path / "w" / "data", "train", "float32", seed=config.seed)
+  before = trainable.split(nnx.to_pure_dict(start.params), "layers/1/.*")
+  after = trainable.split(nnx.to_pure_dict(retrax.load(tmp_path / "w").params), "layers/1/.*")
+  for x, y in zip(jax.tree.leaves(after[1]), jax.tree.leaves(before[1])):
+    np.testing.assert_array_equal(x, y)
+  assert all(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(after[0]), jax.tree.leaves(before[0])))

@@ -98,6 +98,8 @@ def test_divergence_stops_at_the_first_bad_step_and_keeps_the_finite_checkpoints
     ("--config.learning_rate=inf", "config.learning_rate: expected a finite number > 0, got inf"),
     ("--config.learning_rate=-1e-3", "config.learning_rate: expected a finite number > 0, got -0.001"),
     ("--config.model.dropout=1.0", "config.model.dropout: expected a finite number ≥ 0 and < 1, got 1.0"),
+    ("--config.model.trainable=layers/(", "config.model.trainable: 'layers/(' is not a regular expression "
+                                          "(missing ), unterminated subpattern at position 7)"),
 ])
 def test_bad_hyperparameters_are_refused_before_anything_is_written(reference, tmp_path, override, expected):
   done = train(tmp_path / "w", reference / "data", override)

@@ -1,7 +1,7 @@
 """Unpadding layout: capacity choice and the pack/unpack round trip."""
 import numpy as np
 
-from retrax.models import unpadding
+from retrax.models.backbones import unpadding
 
 
 def _mask(lengths, width):

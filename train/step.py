@@ -1,7 +1,8 @@
 """The pure train step: (state, batch, key) → (state, metrics), jitted over sharded global arrays.
 
-metrics: the loss, the gradients' global norm and the updated parameters' global norm (the
-last two are what divergence.py checks: a non-finite parameter makes its norm non-finite).
+metrics: the loss, the trainable gradients' global norm and the updated parameters' global norm
+(the last two are what divergence.py checks: a non-finite parameter makes its norm non-finite).
+Only the parameters that `trainable_paths` matches are differentiated and updated (trainable.py).
 
 Gradients come one of three ways, all equal up to float rounding:
   - plain backprop through the whole batch;
@@ -25,7 +26,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from ..models.dropout import Dropout
-from . import objective, sharding
+from . import objective, sharding, trainable
 
 DROPOUT_STREAM = 1  # the loss's own key (listwise losses that sample) stays the step key
 
@@ -55,9 +56,12 @@ class StepBuilder:
   accumulate: int = 1
   grad_cache_chunks: int = 0  # 0: off; else the number of chunks
   dropout: float | None = None  # None: the backbone config's rates; else this rate at every site
+  trainable_paths: str = trainable.EVERYTHING  # trainable.py: the parameters that train
 
-  def embeddings(self, params, batch, dropout_key):
-    """q [B, d] and d [B, C, d] for a batch; dropout from `dropout_key`."""
+  def embeddings(self, params, batch, dropout_key, frozen=None):
+    """q [B, d] and d [B, C, d] for a batch; dropout from `dropout_key`. `params` is the
+    trainable part when `frozen` holds the rest."""
+    params = trainable.combine(params, frozen) if frozen else params
     dropout = Dropout(dropout_key, self.dropout)
     b, c, l = batch["doc_ids"].shape
     q = self.embed(params, batch["query_ids"], batch["query_mask"], dropout=dropout)
@@ -69,27 +73,28 @@ class StepBuilder:
     labels, mask = objective.candidate_targets(batch, self.in_batch)
     return self.loss(scores, labels, mask, key)
 
-  def batch_loss(self, params, batch, key, dropout_key):
-    return self.objective(*self.embeddings(params, batch, dropout_key), batch, key)
+  def batch_loss(self, params, batch, key, dropout_key, frozen=None):
+    return self.objective(*self.embeddings(params, batch, dropout_key, frozen), batch, key)
 
-  def plain_grads(self, params, batch, key, dropout_key):
+  def plain_grads(self, params, batch, key, dropout_key, frozen=None):
     if self.accumulate == 1:
-      return jax.value_and_grad(self.batch_loss)(params, batch, key, dropout_key)
+      return jax.value_and_grad(self.batch_loss)(params, batch, key, dropout_key, frozen)
 
     def micro(carry, part):
       i, part = part
-      loss, grads = jax.value_and_grad(self.batch_loss)(params, part, key, jax.random.fold_in(dropout_key, i))
+      micro_key = jax.random.fold_in(dropout_key, i)
+      loss, grads = jax.value_and_grad(self.batch_loss)(params, part, key, micro_key, frozen)
       return jax.tree.map(jnp.add, carry, (loss, grads)), None
     zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
     parts = (jnp.arange(self.accumulate), strided_split(batch, self.accumulate))
     total, _ = jax.lax.scan(micro, zero, parts)
     return jax.tree.map(lambda x: x / self.accumulate, total)
 
-  def grad_cache_grads(self, params, batch, key, dropout_key):
+  def grad_cache_grads(self, params, batch, key, dropout_key, frozen=None):
     tokens = ("query_ids", "query_mask", "doc_ids", "doc_mask")
     chunks = (jnp.arange(self.grad_cache_chunks),
               strided_split({k: batch[k] for k in tokens}, self.grad_cache_chunks))
-    chunk_embeddings = lambda p, i, part: self.embeddings(p, part, jax.random.fold_in(dropout_key, i))
+    chunk_embeddings = lambda p, i, part: self.embeddings(p, part, jax.random.fold_in(dropout_key, i), frozen)
     q, d = strided_merge(jax.lax.map(lambda chunk: chunk_embeddings(params, *chunk), chunks))
     loss, (gq, gd) = jax.value_and_grad(self.objective, argnums=(0, 1))(q, d, batch, key)
 
@@ -104,19 +109,24 @@ class StepBuilder:
   def __call__(self, state: TrainState, batch, key):
     key = jax.random.fold_in(key, state.step)
     grads_fn = self.grad_cache_grads if self.grad_cache_chunks else self.plain_grads
-    loss, grads = grads_fn(state.params, batch, key, jax.random.fold_in(key, DROPOUT_STREAM))
-    updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
+    params, frozen = trainable.split(state.params, self.trainable_paths)
+    loss, grads = grads_fn(params, batch, key, jax.random.fold_in(key, DROPOUT_STREAM), frozen)
+    updates, opt_state = self.optimizer.update(grads, state.opt_state, params)
+    params = trainable.combine(optax.apply_updates(params, updates), frozen)
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}
     return TrainState(params, opt_state, state.step + 1), metrics
 
 
-def initial_state(params, optimizer, mesh, rules, param_state) -> TrainState:
+def initial_state(params, optimizer, mesh, rules, param_state,
+                  trainable_paths: str = trainable.EVERYTHING) -> TrainState:
+  """Parameters placed by the sharding rules, and optimizer state for the trainable part alone."""
   replicated = NamedSharding(mesh, PartitionSpec())
   param_shardings = sharding.param_shardings(param_state, mesh, rules)
   params = jax.device_put(params, param_shardings)
+  train, _ = trainable.split(params, trainable_paths)
+  train_shardings, _ = trainable.split(param_shardings, trainable_paths)
   opt_shardings = optax.tree_map_params(
-      optimizer, lambda _, s: s, jax.eval_shape(optimizer.init, params), param_shardings,
+      optimizer, lambda _, s: s, jax.eval_shape(optimizer.init, train), train_shardings,
       transform_non_params=lambda _: replicated, is_leaf=lambda x: isinstance(x, NamedSharding))
-  opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
+  opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(train)
   return TrainState(params, opt_state, jax.device_put(jnp.zeros((), jnp.int32), replicated))

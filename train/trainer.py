@@ -24,7 +24,7 @@ from ..eval.driver import evaluate_retriever
 from ..files import check_folder
 from ..models import checkpoint as retriever_checkpoint
 from ..models.text import check_max_length
-from . import config_check, distributed, examples, mining, resume
+from . import config_check, distributed, examples, mining, resume, trainable
 from .checkpoints import Checkpointer
 from .divergence import DivergenceCheck
 from .mesh import make_mesh
@@ -91,10 +91,11 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
   pipeline = Pipeline(training_set, retriever.text, config.data, seed=config.seed, global_batch=config.batch_size,
                       process_index=jax.process_index(), process_count=jax.process_count())
   lr_schedule = schedule(config)
-  builder = StepBuilder(retriever.embed, loss, config.loss.in_batch_negatives,
-                        optimizer, config.accumulate_steps, config.grad_cache_chunks, config.model.dropout)
-  state = initial_state(jax.tree.map(np.asarray, nnx.to_pure_dict(retriever.params)), optimizer, mesh, rules,
-                        retriever.params)
+  params = jax.tree.map(np.asarray, nnx.to_pure_dict(retriever.params))
+  trainable.check(params, config.model.trainable)
+  builder = StepBuilder(retriever.embed, loss, config.loss.in_batch_negatives, optimizer, config.accumulate_steps,
+                        config.grad_cache_chunks, config.model.dropout, config.model.trainable)
+  state = initial_state(params, optimizer, mesh, rules, retriever.params, config.model.trainable)
   state_shardings = jax.tree.map(lambda x: x.sharding, state)
   step_fn = jax.jit(builder, out_shardings=(state_shardings, NamedSharding(mesh, PartitionSpec())),
                     donate_argnums=0)

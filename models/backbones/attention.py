@@ -17,7 +17,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from .dropout import multiplier
+from ..dropout import multiplier
 
 
 def _heads_first(t):

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..errors import InputError
-from ..files import atomic_path, read_json, write_atomic
+from ...errors import InputError
+from ...files import atomic_path, read_json, write_atomic
 
 # model_type → (module in retrax.models, config class, model class, transformers class).
 ARCHITECTURES = {

@@ -18,8 +18,8 @@ from flax import nnx
 from . import unpadding
 from .attention import attention
 from .bert import ACTIVATIONS
-from .dropout import Dropout, check_rates
-from .partitioning import logical
+from ..dropout import Dropout, check_rates
+from ..partitioning import logical
 
 GLOBAL, LOCAL = "full_attention", "sliding_attention"
 

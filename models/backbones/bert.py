@@ -15,8 +15,8 @@ from flax import nnx
 
 from . import unpadding
 from .attention import attention
-from .dropout import Dropout, check_rates
-from .partitioning import logical
+from ..dropout import Dropout, check_rates
+from ..partitioning import logical
 
 
 @jax.custom_vjp
