@@ -92,7 +92,7 @@ def mean_time(fn, items):
 def retrax_times(retriever, config, groups, collate, dropout):
   """Seconds per step, and per part of it, for retrax at `dropout` (config.model.dropout)."""
   optimizer = make_optimizer(config)
-  builder = StepBuilder(retriever.embed, loss_fn(config.loss), True, optimizer,
+  builder = StepBuilder(retriever.embed, retriever.score, loss_fn(config.loss), True, optimizer,
                         dropout=dropout)
   params = jax.tree.map(jnp.copy, nnx.to_pure_dict(retriever.params))  # the step donates them
   state = TrainState(params, optimizer.init(params), np.int32(0))

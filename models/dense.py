@@ -153,8 +153,8 @@ class DenseRetriever:
     return out
 
   @staticmethod
-  def score(queries: np.ndarray, documents: np.ndarray) -> np.ndarray:
-    """[m, d] × [n, d] → [m, n] inner products."""
+  def score(queries, documents):
+    """[m, d] × [n, d] → [m, n] inner products, of numpy or JAX arrays (the train step scores with it)."""
     return queries @ documents.T
 
   def fingerprint(self) -> str:

@@ -13,7 +13,7 @@ from jax.sharding import PartitionSpec
 from retrax.errors import InputError
 from retrax.eval import beir, synthetic
 from retrax.models.backbones.bert import Bert, BertConfig
-from retrax.models.dense import embed
+from retrax.models.dense import DenseRetriever, embed
 from retrax.models.sentence_config import SentenceConfig
 from retrax.models.text import TextPath
 from retrax.models.vocab import word_level_tokenizer
@@ -41,7 +41,7 @@ def test_in_batch_layout_matches_a_loop():
   batch["candidate_mask"][2, 2] = False                       # a padded negative
   batch["doc_index"][3, 1] = 0                                  # row 3's negative is row 0's positive
   batch["query_positives"] = np.array([[0, 7], [3, -1], [6, -1], [9, -1]], np.int32)  # doc 7 is relevant to q0
-  scores = np.asarray(objective.candidate_scores(jnp.asarray(q), jnp.asarray(docs), in_batch=True))
+  scores = np.asarray(objective.candidate_scores(jnp.asarray(q), jnp.asarray(docs), True, DenseRetriever.score))
   labels, mask = map(np.asarray, objective.candidate_targets(batch, in_batch=True))
   for i in range(b):
     for cand in range(c):
@@ -53,7 +53,7 @@ def test_in_batch_layout_matches_a_loop():
         assert mask[i, col] == (batch["candidate_mask"][j, cand] and (i == j or not relevant))
   assert not mask[0, 1 * b + 3] and mask[1, 1 * b + 3]          # doc 0 is hidden from q0 only
   assert not mask[0, 1 * b + 2] and mask[0, 0 * b + 0]          # doc 7 (row 2's negative) is relevant to q0
-  own = objective.candidate_scores(jnp.asarray(q), jnp.asarray(docs), in_batch=False)
+  own = objective.candidate_scores(jnp.asarray(q), jnp.asarray(docs), False, DenseRetriever.score)
   np.testing.assert_allclose(own, np.einsum("bd,bcd->bc", q, docs), rtol=1e-5)
 
 
@@ -63,7 +63,7 @@ def test_anchor_positive_is_its_own_column_with_hard_negatives():
   b, c, d = 4, 2, 6
   q, docs = rng.normal(size=(b, d)).astype(np.float32), rng.normal(size=(b, c, d)).astype(np.float32)
   batch = _batch(b, c)
-  scores = objective.candidate_scores(jnp.asarray(q), jnp.asarray(docs), True)
+  scores = objective.candidate_scores(jnp.asarray(q), jnp.asarray(docs), True, DenseRetriever.score)
   labels, mask = objective.candidate_targets(batch, True)
   ours = losses.info_nce(scores, labels, mask, temperature=1.0)
   flat = docs.transpose(1, 0, 2).reshape(b * c, d)              # every candidate of the batch
@@ -83,7 +83,7 @@ def _builder(**kwargs):
 
   def embed_fn(params, ids, mask, dropout=None):
     return embed(nnx.merge(graphdef, params), settings, ids, mask, dropout=dropout)
-  builder = StepBuilder(embed_fn, loss, True, make_optimizer(opt), **kwargs)
+  builder = StepBuilder(embed_fn, DenseRetriever.score, loss, True, make_optimizer(opt), **kwargs)
   return builder, nnx.to_pure_dict(state)
 
 
@@ -152,7 +152,8 @@ def test_only_the_trainable_paths_are_differentiated_and_updated():
   _assert_grads_close(grads, trainable.split(reference, pattern)[0], 1e-6)
 
   state = TrainState(params, partial.optimizer.init(train), jnp.zeros((), jnp.int32))
-  assert len([x for x in jax.tree.leaves(state.opt_state) if x.ndim]) == 2 * len(jax.tree.leaves(train))  # Adam's μ, ν
+  moments = [x for x in jax.tree.leaves(state.opt_state) if x.ndim]
+  assert len(moments) == 2 * len(jax.tree.leaves(train))  # Adam's μ and ν, for the trainable leaves alone
   stepped, _ = jax.jit(partial)(state, batch, key)
   after_train, after_frozen = trainable.split(stepped.params, pattern)
   jax.tree.map(np.testing.assert_array_equal, after_frozen, frozen)

@@ -1,18 +1,20 @@
-"""From a batch's embeddings to the loss: the candidates' score matrix, its labels and mask.
+"""From a batch's representations to the loss: the candidates' score matrix, its labels and mask.
 
 A batch holds B queries with C candidates each (positive slots first, then negatives):
-q [B, d], d [B, C, d], labels [B, C], mask [B, C]. Without in-batch negatives each query is
-scored against its own candidates, scores [B, C]. With them, against every candidate of the
-global batch, in candidate-major order so that the first B columns are the queries' first
-positives (the layout of sentence-transformers' MultipleNegativesRankingLoss):
+representations q (leading dim B) and d (leading dims [B, C]), labels [B, C], mask [B, C]. The
+retriever scores them (dense: ⟨q, d⟩). Without in-batch negatives each query is scored against
+its own candidates, scores [B, C]. With them, against every candidate of the global batch, in
+candidate-major order so that the first B columns are the queries' first positives (the layout
+of sentence-transformers' MultipleNegativesRankingLoss):
 
-  scores[b, c·B + j] = ⟨q_b, d_{j,c}⟩,   labels[b, c·B + j] = labels[b, c]·[b = j],
+  scores[b, c·B + j] = score(q_b, d_{j,c}),   labels[b, c·B + j] = labels[b, c]·[b = j],
   mask[b, c·B + j] = mask[j, c] ∧ ¬(j ≠ b ∧ doc(j, c) ∈ positives(query b)),
 
 so another query's candidate that is relevant to query b is never used as its negative.
 """
 import inspect
 
+import jax
 import jax.numpy as jnp
 
 from .. import checks
@@ -20,13 +22,17 @@ from ..errors import InputError
 from . import losses
 
 
-def candidate_scores(q, d, in_batch: bool):
-  """[B, d] × [B, C, d] → [B, C·B] (in-batch) or [B, C] (own candidates only), in float32."""
-  q, d = q.astype(jnp.float32), d.astype(jnp.float32)
+def candidate_scores(q, d, in_batch: bool, score):
+  """The retriever's score(queries, documents) → [Bq, Nd] laid out as above: [B, C·B]
+  (in-batch) or [B, C] (own candidates only).
+
+  q and d are the kind's representations (pytrees): q's leaves lead with B, d's with [B, C].
+  """
   if not in_batch:
-    return jnp.einsum("bd,bcd->bc", q, d)
-  b, c = d.shape[:2]
-  return jnp.einsum("bd,jcd->bcj", q, d).reshape(b, c * b)
+    return jax.vmap(lambda qb, db: score(jax.tree.map(lambda x: x[None], qb), db)[0])(q, d)
+  b, c = jax.tree.leaves(d)[0].shape[:2]
+  candidate_major = jax.tree.map(lambda x: x.swapaxes(0, 1).reshape(c * b, *x.shape[2:]), d)
+  return score(q, candidate_major)
 
 
 def candidate_targets(batch, in_batch: bool):

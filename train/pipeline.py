@@ -2,11 +2,11 @@
 
 rows → shuffle (reshuffled each epoch) → repeat → sample negatives (an RNG seeded by the
 position in the global stream, so the stream is a pure function of the seed) → global batch →
-this host's block of it → tokenize (the retriever's text path, at config.data's max lengths). Host p takes rows p·b … (p+1)·b − 1 of each global batch of
-b·process_count, so the hosts' local batches laid end to end are the global batch in the order
-one process has it (dropout masks, drawn by row position, are then the same on any number of
-hosts). Batches are padded to the full query and document
-lengths here; `trim` cuts them to a length bucket in the loop.
+this host's block of it → tokenize (the retriever's text path, at config.data's max lengths).
+Host p takes rows p·b … (p+1)·b − 1 of each global batch of b·process_count, so the hosts'
+local batches laid end to end are the global batch in the order one process has it (dropout
+masks, drawn by row position, are then the same on any number of hosts). Batches are padded to
+the full query and document lengths here; `trim` cuts them to a length bucket in the loop.
 
 A batch holds, for b rows and C = num_positives + num_negatives candidates:
   query_ids, query_mask [b, Lq]; doc_ids, doc_mask [b, C, Ld];

@@ -49,7 +49,8 @@ def strided_merge(tree):
 
 @dataclasses.dataclass(frozen=True)
 class StepBuilder:
-  embed: Callable             # the retriever's embed(params, ids, mask, dropout=) → [B, d]
+  embed: Callable             # the retriever's embed(params, ids, mask, dropout=) → representations [B, …]
+  score: Callable             # the retriever's score(q, d) → [Bq, Nd], jit-able
   loss: Callable              # objective.loss_fn(config.loss)
   in_batch: bool
   optimizer: optax.GradientTransformation
@@ -59,17 +60,17 @@ class StepBuilder:
   trainable_paths: str = trainable.EVERYTHING  # trainable.py: the parameters that train
 
   def embeddings(self, params, batch, dropout_key, frozen=None):
-    """q [B, d] and d [B, C, d] for a batch; dropout from `dropout_key`. `params` is the
-    trainable part when `frozen` holds the rest."""
+    """The representations of a batch's B queries and of their [B, C] candidates; dropout from
+    `dropout_key`. `params` is the trainable part when `frozen` holds the rest."""
     params = trainable.combine(params, frozen) if frozen else params
     dropout = Dropout(dropout_key, self.dropout)
     b, c, l = batch["doc_ids"].shape
     q = self.embed(params, batch["query_ids"], batch["query_mask"], dropout=dropout)
     d = self.embed(params, batch["doc_ids"].reshape(b * c, l), batch["doc_mask"].reshape(b * c, l), dropout=dropout)
-    return q, d.reshape(b, c, -1)
+    return q, jax.tree.map(lambda x: x.reshape(b, c, *x.shape[1:]), d)
 
   def objective(self, q, d, batch, key):
-    scores = objective.candidate_scores(q, d, self.in_batch)
+    scores = objective.candidate_scores(q, d, self.in_batch, self.score).astype(jnp.float32)
     labels, mask = objective.candidate_targets(batch, self.in_batch)
     return self.loss(scores, labels, mask, key)
 
