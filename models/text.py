@@ -82,13 +82,19 @@ class TextPath:
 
   def tokenize(self, texts, side: str) -> tuple[np.ndarray, np.ndarray]:
     """(ids, mask) [n, max_length of the side], right padded."""
-    width = self.max_lengths[side]
-    ids = np.full((len(texts), width), self.pad_id, np.int32)
-    mask = np.zeros((len(texts), width), np.int32)
-    for row, e in enumerate(self.encodings(texts, side)):
-      ids[row, :len(e.ids)] = e.ids
-      mask[row, :len(e.ids)] = 1
+    ids, mask, _ = self._padded(self.encodings(texts, side), len(texts), self.max_lengths[side])
     return ids, mask
+
+  def _padded(self, encodings, rows: int, width: int):
+    """(ids, mask, token types) [rows, width], the encodings right padded in order, the rest padding."""
+    ids = np.full((rows, width), self.pad_id, np.int32)
+    mask = np.zeros((rows, width), np.int32)
+    types = np.zeros((rows, width), np.int32)
+    for r, e in enumerate(encodings):
+      ids[r, :len(e.ids)] = e.ids
+      mask[r, :len(e.ids)] = 1
+      types[r, :len(e.ids)] = e.type_ids
+    return ids, mask, types
 
   def batches(self, texts, side: str, batch_size: int, prompt: str | None = None):
     """Yields Batch objects, longest texts first; rows map back to the input order."""
@@ -99,12 +105,5 @@ class TextPath:
     for start in range(0, len(order), batch_size):
       rows = order[start:start + batch_size]
       width = next(b for b in buckets if b >= lengths[rows].max())
-      ids = np.full((batch_size, width), self.pad_id, np.int32)
-      types = np.zeros((batch_size, width), np.int32)
-      mask = np.zeros((batch_size, width), np.int32)
-      for r, i in enumerate(rows):
-        e = encodings[i]
-        ids[r, :len(e.ids)] = e.ids
-        types[r, :len(e.ids)] = e.type_ids
-        mask[r, :len(e.ids)] = 1
+      ids, mask, types = self._padded([encodings[i] for i in rows], batch_size, width)
       yield Batch(rows, ids, mask, types)
