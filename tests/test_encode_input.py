@@ -9,7 +9,9 @@ from flax import nnx
 from retrax.errors import InputError
 from retrax.index.exact import ExactIndex
 from retrax.index.scann_index import ScannIndex
-from retrax.models.dense import DenseRetriever
+from retrax.models.kinds.dense import Dense
+from retrax.models.load import random
+from retrax.models.retriever import Retriever
 from retrax.models.sentence_config import SentenceConfig
 from retrax.models.vocab import word_level_tokenizer
 
@@ -22,8 +24,8 @@ def model():
   config = dict(model_type="bert", vocab_size=0, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                 intermediate_size=32, max_position_embeddings=POSITIONS)
   tokenizer = word_level_tokenizer(TEXTS, 100)
-  return DenseRetriever.random({**config, "vocab_size": tokenizer.get_vocab_size()}, tokenizer,
-                               SentenceConfig(pooling="mean", normalize=True))
+  return random({**config, "vocab_size": tokenizer.get_vocab_size()}, tokenizer,
+                SentenceConfig(pooling="mean", normalize=True))
 
 
 def test_a_bare_string_is_one_text(model):
@@ -54,8 +56,8 @@ def test_batch_size_below_one_is_an_error(model, batch_size):
 @pytest.mark.parametrize("max_length", [0, -3, POSITIONS + 1, True])
 def test_max_length_outside_the_positions_is_an_error(model, max_length):
   with pytest.raises(InputError, match=f"max_length {max_length!r}: expected an integer from 1 to {POSITIONS}"):
-    DenseRetriever(model.backbone, model.backbone_config, model.text.tokenizer,
-                   dataclasses.replace(model.settings, max_length=max_length), source="tiny")
+    Retriever(Dense(model.module.backbone, dataclasses.replace(model.settings, max_length=max_length)),
+              model.text.tokenizer, source="tiny")
 
 
 def test_max_length_is_checked_by_the_same_rule_in_training(tmp_path):
@@ -71,21 +73,21 @@ def test_max_length_is_checked_by_the_same_rule_in_training(tmp_path):
 
 def _with_nan_row(model, token: str):
   params = nnx.to_pure_dict(model.params)
-  table = np.array(params["word_embeddings"]["embedding"])
+  table = np.array(params["backbone"]["word_embeddings"]["embedding"])
   table[model.text.tokenizer.token_to_id(token)] = np.nan
-  params["word_embeddings"]["embedding"] = table
+  params["backbone"]["word_embeddings"]["embedding"] = table
   return model.with_params(params)
 
 
 def test_non_finite_embeddings_name_how_many_texts(model):
   """A NaN in one token's embedding spoils the texts holding it (every 7th); a NaN in [CLS] spoils all."""
-  with pytest.raises(InputError, match=r"non-finite embeddings for (\d+) of the (\d+) texts encoded so far") as e:
+  with pytest.raises(InputError, match=r"non-finite representations for (\d+) of the (\d+) texts encoded so far") as e:
     _with_nan_row(model, "neon").encode(TEXTS, batch_size=8)
-  bad, seen = map(int, e.value.args[0].split("non-finite embeddings for ")[1].split(" texts")[0].split(" of the "))
+  bad, seen = map(int, e.value.args[0].split("non-finite representations for ")[1].split(" texts")[0].split(" of the "))
   assert 1 <= bad <= seen and "positions " in str(e.value) and str(e.value).startswith("config.model.random: ")
   positions = [int(p) for p in str(e.value).split("positions ")[1].split(")")[0].replace(", …", "").split(", ")]
   assert all(p % 7 == 0 for p in positions)
-  with pytest.raises(InputError, match="non-finite embeddings for 8 of the 8 texts encoded so far"):
+  with pytest.raises(InputError, match="non-finite representations for 8 of the 8 texts encoded so far"):
     _with_nan_row(model, "[CLS]").encode(TEXTS, batch_size=8)
 
 

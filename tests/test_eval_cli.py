@@ -90,13 +90,13 @@ def test_bad_config_fails_in_one_line_before_the_model_loads(tmp_path):
 
 
 def test_a_truncated_model_file_is_one_line_and_leaves_no_workdir(tmp_path):
-  from retrax.models.dense import DenseRetriever
+  from retrax.models.load import random
   from retrax.models.sentence_config import SentenceConfig
   from retrax.models.vocab import word_level_tokenizer
   tokenizer = word_level_tokenizer(["who likes neon kites"], 50)
-  DenseRetriever.random(dict(model_type="bert", vocab_size=tokenizer.get_vocab_size(), hidden_size=16,
-                             num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                             max_position_embeddings=32), tokenizer, SentenceConfig()).save_pretrained(tmp_path / "m")
+  random(dict(model_type="bert", vocab_size=tokenizer.get_vocab_size(), hidden_size=16, num_hidden_layers=1,
+              num_attention_heads=2, intermediate_size=32, max_position_embeddings=32),
+         tokenizer, SentenceConfig()).save_pretrained(tmp_path / "m")
   weights = tmp_path / "m" / "model.safetensors"
   weights.write_bytes(weights.read_bytes()[:1000])
   done = run_eval(tmp_path / "out", f"--config.model={tmp_path / 'm'}")

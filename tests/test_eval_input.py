@@ -9,6 +9,7 @@ import pytest
 from retrax.configs import eval as eval_config
 from retrax.errors import InputError
 from retrax.eval import beir, driver, trec
+from retrax.models.kinds.dense import Dense
 
 HEADER = "query-id\tcorpus-id\tscore\n"
 
@@ -34,9 +35,13 @@ class BagOfWords:
     return np.array([[t.lower().split().count(w) + 0.01 * i for i, w in enumerate(self.vocab)] for t in texts],
                     np.float32)
   encode_documents = encode_queries = _encode
+  kind = Dense  # its vectors are indexed as a dense retriever's
 
   def fingerprint(self):
     return "bag-of-words"
+
+  def index(self, documents, doc_ids, index_config=None):
+    return self.kind.index(documents, doc_ids, index_config, self.fingerprint())
 
 
 class NeverEncodes(BagOfWords):

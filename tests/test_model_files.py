@@ -9,7 +9,7 @@ import pytest
 import retrax
 from retrax.errors import InputError
 from retrax.models import checkpoint
-from retrax.models.dense import DenseRetriever
+from retrax.models.load import random
 from retrax.models.sentence_config import SentenceConfig
 from retrax.models.vocab import word_level_tokenizer
 
@@ -19,7 +19,7 @@ def saved(tmp_path_factory):
   """A tiny model saved as a Hugging Face / sentence-transformers folder and as a retrax checkpoint."""
   root = tmp_path_factory.mktemp("model")
   tokenizer = word_level_tokenizer(["who likes neon kites", "velvet harps"], 50)
-  model = DenseRetriever.random(
+  model = random(
       dict(model_type="bert", vocab_size=tokenizer.get_vocab_size(), hidden_size=16, num_hidden_layers=1,
            num_attention_heads=2, intermediate_size=32, max_position_embeddings=32),
       tokenizer, SentenceConfig(pooling="mean", normalize=True))
@@ -93,3 +93,35 @@ def test_a_broken_retrax_checkpoint_is_one_error_naming_the_file(saved, tmp_path
         path.write_bytes(b"\0" * path.stat().st_size)
   with pytest.raises(InputError, match=f"^{re.escape(str(folder / where))}(:\\d+)?: {re.escape(expected)}"):
     retrax.load(folder)
+
+
+def test_a_format_1_checkpoint_holding_the_backbone_alone_still_loads(saved, tmp_path):
+  """Checkpoints written before retriever kinds: no "format", params are the backbone's tree."""
+  import orbax.checkpoint as ocp
+  from flax import nnx
+  folder = _copy(saved, "retrax", tmp_path)
+  module = retrax.load(folder).module
+  shutil.rmtree(folder / "params")
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(folder / "params", nnx.to_pure_dict(nnx.state(module.backbone, nnx.Param)))
+  manifest = json.loads((folder / "retriever.json").read_text())
+  assert manifest.pop("format") == checkpoint.FORMAT and manifest["kind"] == "dense"
+  (folder / "retriever.json").write_text(json.dumps(manifest))
+  np.testing.assert_allclose(retrax.load(folder).encode(["who likes neon kites"]), saved[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("manifest, expected", [
+    ({"kind": "sparse-ish"}, "kind 'sparse-ish' is not one of ['dense']"),
+    ({"format": 7}, "format 7: this retrax reads formats 1 and 2"),
+])
+def test_an_unknown_kind_or_format_in_the_manifest_is_named(saved, tmp_path, manifest, expected):
+  folder = _copy(saved, "retrax", tmp_path)
+  (folder / "retriever.json").write_text(json.dumps({**json.loads((folder / "retriever.json").read_text()),
+                                                     **manifest}))
+  with pytest.raises(InputError, match=f"^{re.escape(str(folder / 'retriever.json'))}: {re.escape(expected)}$"):
+    retrax.load(folder)
+
+
+def test_an_unknown_kind_for_a_hugging_face_folder_is_named(saved):
+  with pytest.raises(InputError, match=r"^kind: kind 'nope' is not one of \['dense'\]$"):
+    retrax.load(saved[0] / "hf", kind="nope")

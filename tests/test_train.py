@@ -13,7 +13,7 @@ from jax.sharding import PartitionSpec
 from retrax.errors import InputError
 from retrax.eval import beir, synthetic
 from retrax.models.backbones.bert import Bert, BertConfig
-from retrax.models.dense import DenseRetriever, embed
+from retrax.models.kinds.dense import Dense
 from retrax.models.sentence_config import SentenceConfig
 from retrax.models.text import TextPath
 from retrax.models.vocab import word_level_tokenizer
@@ -41,7 +41,7 @@ def test_in_batch_layout_matches_a_loop():
   batch["candidate_mask"][2, 2] = False                       # a padded negative
   batch["doc_index"][3, 1] = 0                                  # row 3's negative is row 0's positive
   batch["query_positives"] = np.array([[0, 7], [3, -1], [6, -1], [9, -1]], np.int32)  # doc 7 is relevant to q0
-  scores = np.asarray(objective.candidate_scores(jnp.asarray(q), jnp.asarray(docs), True, DenseRetriever.score))
+  scores = np.asarray(objective.candidate_scores(jnp.asarray(q), jnp.asarray(docs), True, Dense.score))
   labels, mask = map(np.asarray, objective.candidate_targets(batch, in_batch=True))
   for i in range(b):
     for cand in range(c):
@@ -53,7 +53,7 @@ def test_in_batch_layout_matches_a_loop():
         assert mask[i, col] == (batch["candidate_mask"][j, cand] and (i == j or not relevant))
   assert not mask[0, 1 * b + 3] and mask[1, 1 * b + 3]          # doc 0 is hidden from q0 only
   assert not mask[0, 1 * b + 2] and mask[0, 0 * b + 0]          # doc 7 (row 2's negative) is relevant to q0
-  own = objective.candidate_scores(jnp.asarray(q), jnp.asarray(docs), False, DenseRetriever.score)
+  own = objective.candidate_scores(jnp.asarray(q), jnp.asarray(docs), False, Dense.score)
   np.testing.assert_allclose(own, np.einsum("bd,bcd->bc", q, docs), rtol=1e-5)
 
 
@@ -63,7 +63,7 @@ def test_anchor_positive_is_its_own_column_with_hard_negatives():
   b, c, d = 4, 2, 6
   q, docs = rng.normal(size=(b, d)).astype(np.float32), rng.normal(size=(b, c, d)).astype(np.float32)
   batch = _batch(b, c)
-  scores = objective.candidate_scores(jnp.asarray(q), jnp.asarray(docs), True, DenseRetriever.score)
+  scores = objective.candidate_scores(jnp.asarray(q), jnp.asarray(docs), True, Dense.score)
   labels, mask = objective.candidate_targets(batch, True)
   ours = losses.info_nce(scores, labels, mask, temperature=1.0)
   flat = docs.transpose(1, 0, 2).reshape(b * c, d)              # every candidate of the batch
@@ -72,18 +72,31 @@ def test_anchor_positive_is_its_own_column_with_hard_negatives():
   np.testing.assert_allclose(ours, expected, rtol=1e-5)
 
 
-def _builder(**kwargs):
-  model = Bert(BertConfig("bert", 50, 16, 1, 2, 32, 20), rngs=nnx.Rngs(0))
+class _PairedDense(Dense):
+  """A test kind whose representation is a pytree, {"u": e, "v": 2e}, with score ⟨u_q, v_d⟩ and a
+  regularizer 0.1·mean(u_q²) + mean(|v_d|): what the step does with it is kind-agnostic."""
+
+  def encode(self, tokens, side, **kwargs):
+    e = super().encode(tokens, side, **kwargs)
+    return {"u": e, "v": 2 * e}
+
+  @staticmethod
+  def score(q, d):
+    return q["u"] @ d["v"].T
+
+  def regularizers(self, q, d):
+    return {"q_square": 0.1 * jnp.mean(q["u"] ** 2), "d_abs": jnp.mean(jnp.abs(d["v"]))}
+
+
+def _builder(kind=Dense, **kwargs):
+  model = kind(Bert(BertConfig("bert", 50, 16, 1, 2, 32, 20), rngs=nnx.Rngs(0)),
+               SentenceConfig(pooling="mean", normalize=True))
   graphdef, state = nnx.split(model)
   loss = objective.loss_fn(ml_collections.ConfigDict(dict(name="info_nce", temperature=0.05, in_batch_negatives=True)))
   opt = ml_collections.ConfigDict(dict(warmup_steps=0, total_steps=10, schedule="linear", learning_rate=1e-3,
                                        grad_clip_norm=1.0, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8,
                                        weight_decay=0.01))
-  settings = SentenceConfig(pooling="mean", normalize=True)
-
-  def embed_fn(params, ids, mask, dropout=None):
-    return embed(nnx.merge(graphdef, params), settings, ids, mask, dropout=dropout)
-  builder = StepBuilder(embed_fn, DenseRetriever.score, loss, True, make_optimizer(opt), **kwargs)
+  builder = StepBuilder(graphdef, loss, True, make_optimizer(opt), **kwargs)
   return builder, nnx.to_pure_dict(state)
 
 
@@ -94,14 +107,37 @@ def _assert_grads_close(ours, reference, rtol):
     np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * scale)
 
 
-def test_grad_cache_equals_plain_backprop():
-  plain, params = _builder(dropout=0.0)
-  cached, _ = _builder(grad_cache_chunks=4, dropout=0.0)
+@pytest.mark.parametrize("kind", [Dense, _PairedDense], ids=["dense", "pytree-with-regularizers"])
+def test_grad_cache_equals_plain_backprop(kind):
+  plain, params = _builder(kind, dropout=0.0)
+  cached, _ = _builder(kind, grad_cache_chunks=4, dropout=0.0)
   batch, key, dropout_key = _batch(), jax.random.key(0), jax.random.key(1)
-  loss, grads = jax.jit(plain.plain_grads)(params, batch, key, dropout_key)
-  loss_gc, grads_gc = jax.jit(cached.grad_cache_grads)(params, batch, key, dropout_key)
+  (loss, regularizers), grads = jax.jit(plain.plain_grads)(params, batch, key, dropout_key)
+  (loss_gc, regularizers_gc), grads_gc = jax.jit(cached.grad_cache_grads)(params, batch, key, dropout_key)
   assert abs(float(loss) - float(loss_gc)) <= 1e-6 * abs(float(loss))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), regularizers, regularizers_gc)
   _assert_grads_close(grads_gc, grads, 1e-5)
+
+
+def test_the_loss_adds_the_kinds_regularizers():
+  """loss = InfoNCE(⟨u_q, v_d⟩) + 0.1·mean(u_q²) + mean(|v_d|), by hand from the module's representations."""
+  builder, params = _builder(_PairedDense, dropout=0.0)
+  batch, key = _batch(), jax.random.key(0)
+  module = builder.module(params)
+  q, d = builder.embeddings(module, batch, key)
+  b, c = batch["labels"].shape
+  flat_v = np.asarray(d["v"]).transpose(1, 0, 2).reshape(b * c, -1)   # candidate-major, as in-batch scoring
+  logits = np.asarray(q["u"]) @ flat_v.T / 0.05
+  info_nce = np.mean([np.logaddexp.reduce(logits[i]) - logits[i, i] for i in range(b)])
+  expected = {"q_square": 0.1 * np.mean(np.asarray(q["u"]) ** 2), "d_abs": np.mean(np.abs(np.asarray(d["v"])))}
+  loss, regularizers = builder.batch_loss(params, batch, key, key)
+  assert set(regularizers) == set(expected)
+  for name, value in expected.items():
+    np.testing.assert_allclose(regularizers[name], value, rtol=1e-5)
+  np.testing.assert_allclose(loss, info_nce + sum(expected.values()), rtol=1e-5)
+  state = TrainState(params, builder.optimizer.init(params), jnp.zeros((), jnp.int32))
+  _, metrics = jax.jit(builder)(state, batch, key)
+  assert {"loss", "q_square", "d_abs", "grad_norm", "param_norm"} == set(metrics)
 
 
 def test_grad_cache_replays_each_chunks_dropout_masks():
@@ -109,19 +145,20 @@ def test_grad_cache_replays_each_chunks_dropout_masks():
   every chunk embedded with fold_in(dropout key, chunk) and scored on the whole batch."""
   cached, params = _builder(grad_cache_chunks=4)
   batch, key, dropout_key = _batch(), jax.random.key(0), jax.random.key(1)
-  loss_gc, grads_gc = jax.jit(cached.grad_cache_grads)(params, batch, key, dropout_key)
+  (loss_gc, _), grads_gc = jax.jit(cached.grad_cache_grads)(params, batch, key, dropout_key)
 
   def chunked_loss(params):
     parts = strided_split(jax.tree.map(jnp.asarray, batch), 4)
+    module = cached.module(params)
     q, d = strided_merge(jax.lax.map(
-        lambda i: cached.embeddings(params, jax.tree.map(lambda x: x[i], parts), jax.random.fold_in(dropout_key, i)),
+        lambda i: cached.embeddings(module, jax.tree.map(lambda x: x[i], parts), jax.random.fold_in(dropout_key, i)),
         jnp.arange(4)))
-    return cached.objective(q, d, batch, key)
-  loss, grads = jax.jit(jax.value_and_grad(chunked_loss))(params)
+    return cached.objective(q, d, batch, key, module)
+  (loss, _), grads = jax.jit(jax.value_and_grad(chunked_loss, has_aux=True))(params)
   assert abs(float(loss) - float(loss_gc)) <= 1e-6 * abs(float(loss))
   _assert_grads_close(grads_gc, grads, 1e-5)
   no_dropout_loss = jax.jit(_builder(grad_cache_chunks=4, dropout=0.0)[0].grad_cache_grads)(
-      params, batch, key, dropout_key)[0]
+      params, batch, key, dropout_key)[0][0]
   assert abs(float(no_dropout_loss) - float(loss)) > 1e-4   # dropout was on
 
 
@@ -129,25 +166,25 @@ def test_accumulation_averages_micro_batches():
   """Micro-batch i draws its dropout from fold_in(dropout key, i)."""
   accumulated, params = _builder(accumulate=2)
   batch, key, dropout_key = _batch(), jax.random.key(0), jax.random.key(1)
-  loss, grads = jax.jit(accumulated.plain_grads)(params, batch, key, dropout_key)
+  (loss, _), grads = jax.jit(accumulated.plain_grads)(params, batch, key, dropout_key)
   parts = [jax.tree.map(lambda x: x[i], strided_split(batch, 2)) for i in range(2)]
-  singles = [jax.value_and_grad(accumulated.batch_loss)(params, p, key, jax.random.fold_in(dropout_key, i))
+  singles = [jax.value_and_grad(accumulated.batch_loss, has_aux=True)(params, p, key, jax.random.fold_in(dropout_key, i))
              for i, p in enumerate(parts)]
-  np.testing.assert_allclose(loss, (singles[0][0] + singles[1][0]) / 2, rtol=1e-6)
+  np.testing.assert_allclose(loss, (singles[0][0][0] + singles[1][0][0]) / 2, rtol=1e-6)
   _assert_grads_close(grads, jax.tree.map(lambda a, b: (a + b) / 2, singles[0][1], singles[1][1]), 1e-6)
 
 
 def test_only_the_trainable_paths_are_differentiated_and_updated():
-  pattern = "layers/0/mlp_(in|out)/.*"
+  pattern = "backbone/layers/0/mlp_(in|out)/.*"
   full, params = _builder(dropout=0.0)
   partial, _ = _builder(dropout=0.0, trainable_paths=pattern)
   batch, key, dropout_key = _batch(), jax.random.key(0), jax.random.key(1)
   train, frozen = trainable.split(params, pattern)
   assert trainable.combine(train, frozen) == params
-  assert trainable.paths(train) == ["layers/0/mlp_in/bias", "layers/0/mlp_in/kernel", "layers/0/mlp_out/bias",
-                                    "layers/0/mlp_out/kernel"]
-  loss, grads = jax.jit(partial.plain_grads)(train, batch, key, dropout_key, frozen)
-  reference_loss, reference = jax.jit(full.plain_grads)(params, batch, key, dropout_key)
+  assert trainable.paths(train) == [f"backbone/layers/0/{p}" for p in ("mlp_in/bias", "mlp_in/kernel",
+                                                                       "mlp_out/bias", "mlp_out/kernel")]
+  (loss, _), grads = jax.jit(partial.plain_grads)(train, batch, key, dropout_key, frozen)
+  (reference_loss, _), reference = jax.jit(full.plain_grads)(params, batch, key, dropout_key)
   assert abs(float(loss) - float(reference_loss)) <= 1e-6 * abs(float(reference_loss))
   _assert_grads_close(grads, trainable.split(reference, pattern)[0], 1e-6)
 
@@ -163,7 +200,7 @@ def test_only_the_trainable_paths_are_differentiated_and_updated():
 def test_a_trainable_pattern_that_matches_nothing_or_does_not_parse_is_named():
   _, params = _builder()
   with pytest.raises(InputError, match=r"^config.model.trainable: 'layer/.\*' matches no parameter path; they look "
-                                       r"like embed_norm/bias, "):
+                                       r"like backbone/embed_norm/bias, "):
     trainable.check(params, "layer/.*")
   with pytest.raises(InputError, match=r"^config.model.trainable: '\(' is not a regular expression"):
     trainable.compile_pattern("(")
@@ -200,7 +237,7 @@ def test_mesh_sizes_fill_and_fail_clearly():
 
 def test_no_weight_decay_on_norms_and_biases():
   _, params = _builder()
-  mask = decay_mask(params)
+  mask = decay_mask(params)["backbone"]
   assert mask["layers"][0]["query"]["kernel"] and mask["word_embeddings"]["embedding"]
   assert not mask["layers"][0]["query"]["bias"] and not mask["embed_norm"]["scale"]
 
@@ -245,6 +282,9 @@ def test_mined_negatives_are_the_top_unjudged_documents(tmp_path):
     def _encode(self, texts, *_):
       return np.array([[t.lower().split().count(w) for w in self.vocab] for t in texts], np.float32)
     encode_documents = encode_queries = _encode
+
+    def index(self, documents, doc_ids):
+      return Dense.index(documents, doc_ids)
 
   mining.mine_negatives(BagOfWords(), collection, tmp_path / "neg.jsonl", depth=3, skip_top=1, batch_size=8)
   mined = examples.read_candidates(tmp_path / "neg.jsonl")

@@ -77,7 +77,7 @@ def test_kernels_are_split_over_the_2x2x2_mesh(reference):
     finish(run(eight, *mesh_flags((2, 2, 2)), devices=8))
   with ocp.StandardCheckpointer() as checkpointer:
     params = checkpointer.metadata(eight / "checkpoints" / "20" / "params").item_metadata
-  layer = params["layers"]["0"]  # orbax keys list items by their index as a string
+  layer = params["backbone"]["layers"]["0"]  # orbax keys list items by their index as a string
   expected = {"mlp_in": ("fsdp", "tensor"), "mlp_out": ("tensor", "fsdp"), "query": ("fsdp", "tensor")}
   for name, spec in expected.items():
     sharding = layer[name]["kernel"].sharding

@@ -1,6 +1,6 @@
-"""Hard negatives mined with the model itself through a retrax index, saved as a candidates file.
+"""Hard negatives mined with the model itself through its kind's index, saved as a candidates file.
 
-For each training query: rank the corpus by the retriever's score (exact search), drop the
+For each training query: rank the corpus by the retriever's score (the kind's exact index), drop the
 judged documents, skip the `skip_top` highest-ranked of the rest (likely unjudged positives),
 keep the next `depth`. Written as the JSONL that examples.read_candidates reads.
 """
@@ -9,7 +9,6 @@ import logging
 import pathlib
 
 from ..eval import beir
-from ..index.exact import ExactIndex
 from ..files import write_atomic
 
 
@@ -22,7 +21,7 @@ def mine_negatives(retriever, collection: beir.Collection, path, *, depth: int, 
                                     show_progress)
   queries = retriever.encode_queries([collection.queries[q] for q in qids], batch_size, show_progress)
   most_judged = max(len(j) for j in collection.qrels.values())
-  indices, _ = ExactIndex(docs).search(queries, min(len(doc_ids), skip_top + depth + most_judged))
+  indices, _ = retriever.index(docs, doc_ids).search(queries, min(len(doc_ids), skip_top + depth + most_judged))
   lines = []
   for qid, row in zip(qids, indices):
     ranked = [doc_ids[i] for i in row if doc_ids[i] not in collection.qrels[qid]]

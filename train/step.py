@@ -1,8 +1,15 @@
 """The pure train step: (state, batch, key) → (state, metrics), jitted over sharded global arrays.
 
-metrics: the loss, the trainable gradients' global norm and the updated parameters' global norm
-(the last two are what divergence.py checks: a non-finite parameter makes its norm non-finite).
-Only the parameters that `trainable_paths` matches are differentiated and updated (trainable.py).
+The step knows no kind: it merges the retriever module (models/kinds) with the parameters and
+calls its protocol, encode(tokens, side) for the representations, score(q, d) for the
+candidates' scores and regularizers(q, d) for terms added to the loss:
+
+  objective = loss(scores, labels, mask) + Σ regularizers(q, d).
+
+metrics: the loss (with the regularizers), each regularizer, the trainable gradients' global
+norm and the updated parameters' global norm (the last two are what divergence.py checks: a
+non-finite parameter makes its norm non-finite). Only the parameters that `trainable_paths`
+matches are differentiated and updated (trainable.py).
 
 Gradients come one of three ways, all equal up to float rounding:
   - plain backprop through the whole batch;
@@ -10,7 +17,8 @@ Gradients come one of three ways, all equal up to float rounding:
   - GradCache (Gao et al., 2021, "Scaling Deep Contrastive Learning Batch Size under Memory
     Limited Setup"): embed the batch in chunks without keeping activations, take the loss
     and ∂L/∂embeddings on the full batch, then re-run each chunk under jax.vjp with those
-    cotangents, so activation memory is one chunk's while negatives span the whole batch.
+    cotangents (pytrees shaped like the kind's representations), so activation memory is one
+    chunk's while negatives span the whole batch.
 Micro-batches and chunks take every k-th row, so each holds rows from every device.
 
 Dropout draws from fold_in(step key, DROPOUT_STREAM), then from fold_in(·, i) for micro-batch
@@ -23,6 +31,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from ..models.dropout import Dropout
@@ -49,8 +58,7 @@ def strided_merge(tree):
 
 @dataclasses.dataclass(frozen=True)
 class StepBuilder:
-  embed: Callable             # the retriever's embed(params, ids, mask, dropout=) → representations [B, …]
-  score: Callable             # the retriever's score(q, d) → [Bq, Nd], jit-able
+  model: nnx.GraphDef         # the retriever module's graph (nnx.split); merged with the parameters
   loss: Callable              # objective.loss_fn(config.loss)
   in_batch: bool
   optimizer: optax.GradientTransformation
@@ -59,35 +67,45 @@ class StepBuilder:
   dropout: float | None = None  # None: the backbone config's rates; else this rate at every site
   trainable_paths: str = trainable.EVERYTHING  # trainable.py: the parameters that train
 
-  def embeddings(self, params, batch, dropout_key, frozen=None):
+  def module(self, params, frozen=None) -> nnx.Module:
+    """The retriever with `params` (the trainable part when `frozen` holds the rest)."""
+    return nnx.merge(self.model, trainable.combine(params, frozen) if frozen else params)
+
+  def embeddings(self, module, batch, dropout_key):
     """The representations of a batch's B queries and of their [B, C] candidates; dropout from
-    `dropout_key`. `params` is the trainable part when `frozen` holds the rest."""
-    params = trainable.combine(params, frozen) if frozen else params
+    `dropout_key`."""
     dropout = Dropout(dropout_key, self.dropout)
     b, c, l = batch["doc_ids"].shape
-    q = self.embed(params, batch["query_ids"], batch["query_mask"], dropout=dropout)
-    d = self.embed(params, batch["doc_ids"].reshape(b * c, l), batch["doc_mask"].reshape(b * c, l), dropout=dropout)
+    q = module.encode({"input_ids": batch["query_ids"], "attention_mask": batch["query_mask"]}, "query",
+                      dropout=dropout)
+    d = module.encode({"input_ids": batch["doc_ids"].reshape(b * c, l),
+                       "attention_mask": batch["doc_mask"].reshape(b * c, l)}, "document", dropout=dropout)
     return q, jax.tree.map(lambda x: x.reshape(b, c, *x.shape[1:]), d)
 
-  def objective(self, q, d, batch, key):
-    scores = objective.candidate_scores(q, d, self.in_batch, self.score).astype(jnp.float32)
+  def objective(self, q, d, batch, key, module):
+    """(loss + Σ regularizers, the regularizers) of a batch's representations."""
+    scores = objective.candidate_scores(q, d, self.in_batch, module.score).astype(jnp.float32)
     labels, mask = objective.candidate_targets(batch, self.in_batch)
-    return self.loss(scores, labels, mask, key)
+    regularizers = module.regularizers(q, d)
+    return self.loss(scores, labels, mask, key) + sum(regularizers.values()), regularizers
 
   def batch_loss(self, params, batch, key, dropout_key, frozen=None):
-    return self.objective(*self.embeddings(params, batch, dropout_key, frozen), batch, key)
+    module = self.module(params, frozen)
+    return self.objective(*self.embeddings(module, batch, dropout_key), batch, key, module)
 
   def plain_grads(self, params, batch, key, dropout_key, frozen=None):
+    """((loss, regularizers), grads) of the batch, or their means over `accumulate` micro-batches."""
+    value_and_grad = jax.value_and_grad(self.batch_loss, has_aux=True)
     if self.accumulate == 1:
-      return jax.value_and_grad(self.batch_loss)(params, batch, key, dropout_key, frozen)
+      return value_and_grad(params, batch, key, dropout_key, frozen)
 
     def micro(carry, part):
       i, part = part
-      micro_key = jax.random.fold_in(dropout_key, i)
-      loss, grads = jax.value_and_grad(self.batch_loss)(params, part, key, micro_key, frozen)
-      return jax.tree.map(jnp.add, carry, (loss, grads)), None
-    zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+      return jax.tree.map(jnp.add, carry, value_and_grad(params, part, key, jax.random.fold_in(dropout_key, i),
+                                                          frozen)), None
     parts = (jnp.arange(self.accumulate), strided_split(batch, self.accumulate))
+    zero = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: value_and_grad(
+        params, jax.tree.map(lambda x: x[0], parts[1]), key, dropout_key, frozen)))
     total, _ = jax.lax.scan(micro, zero, parts)
     return jax.tree.map(lambda x: x / self.accumulate, total)
 
@@ -95,9 +113,11 @@ class StepBuilder:
     tokens = ("query_ids", "query_mask", "doc_ids", "doc_mask")
     chunks = (jnp.arange(self.grad_cache_chunks),
               strided_split({k: batch[k] for k in tokens}, self.grad_cache_chunks))
-    chunk_embeddings = lambda p, i, part: self.embeddings(p, part, jax.random.fold_in(dropout_key, i), frozen)
+    chunk_embeddings = lambda p, i, part: self.embeddings(self.module(p, frozen), part,
+                                                          jax.random.fold_in(dropout_key, i))
     q, d = strided_merge(jax.lax.map(lambda chunk: chunk_embeddings(params, *chunk), chunks))
-    loss, (gq, gd) = jax.value_and_grad(self.objective, argnums=(0, 1))(q, d, batch, key)
+    value, (gq, gd) = jax.value_and_grad(self.objective, argnums=(0, 1), has_aux=True)(
+        q, d, batch, key, self.module(params, frozen))
 
     def backward(grads, part):
       chunk, cotangent = part
@@ -105,16 +125,17 @@ class StepBuilder:
       return jax.tree.map(jnp.add, grads, vjp(cotangent)[0]), None
     cotangents = strided_split((gq, gd), self.grad_cache_chunks)
     grads, _ = jax.lax.scan(backward, jax.tree.map(jnp.zeros_like, params), (chunks, cotangents))
-    return loss, grads
+    return value, grads
 
   def __call__(self, state: TrainState, batch, key):
     key = jax.random.fold_in(key, state.step)
     grads_fn = self.grad_cache_grads if self.grad_cache_chunks else self.plain_grads
     params, frozen = trainable.split(state.params, self.trainable_paths)
-    loss, grads = grads_fn(params, batch, key, jax.random.fold_in(key, DROPOUT_STREAM), frozen)
+    (loss, regularizers), grads = grads_fn(params, batch, key, jax.random.fold_in(key, DROPOUT_STREAM), frozen)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, params)
     params = trainable.combine(optax.apply_updates(params, updates), frozen)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}
+    metrics = {"loss": loss, **regularizers, "grad_norm": optax.tree.norm(grads),
+               "param_norm": optax.tree.norm(params)}
     return TrainState(params, opt_state, state.step + 1), metrics
 
 

@@ -1,8 +1,9 @@
 """What trains: a regular expression over parameter paths (config.model.trainable).
 
-A parameter trains when its '/'-joined path in the parameter tree (`layers/5/mlp_in/kernel`)
-matches the pattern whole (re.fullmatch): ".*" trains everything, "layers/5/.*" only the last
-of six layers, so a frozen backbone is one line. The train step differentiates the trainable
+A parameter trains when its '/'-joined path in the retriever module's parameter tree
+(`backbone/layers/5/mlp_in/kernel`) matches the pattern whole (re.fullmatch): ".*" trains
+everything, "backbone/layers/5/.*" only the last of six layers, and "(?!backbone/).*" the heads
+alone, so a frozen backbone is one line. The train step differentiates the trainable
 part alone, the optimizer keeps state for it alone, and the frozen part passes through.
 """
 import re

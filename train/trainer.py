@@ -93,7 +93,7 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
   lr_schedule = schedule(config)
   params = jax.tree.map(np.asarray, nnx.to_pure_dict(retriever.params))
   trainable.check(params, config.model.trainable)
-  builder = StepBuilder(retriever.embed, retriever.score, loss, config.loss.in_batch_negatives, optimizer,
+  builder = StepBuilder(retriever.graphdef, loss, config.loss.in_batch_negatives, optimizer,
                         config.accumulate_steps, config.grad_cache_chunks, config.model.dropout, config.model.trainable)
   state = initial_state(params, optimizer, mesh, rules, retriever.params, config.model.trainable)
   state_shardings = jax.tree.map(lambda x: x.sharding, state)

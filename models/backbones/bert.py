@@ -178,6 +178,9 @@ class Bert(nnx.Module):
     return layout.to_padded(x.astype(jnp.float32))
 
 
+TOKEN_EMBEDDINGS = "word_embeddings"  # the token embedding table's attribute (hf.resize_vocab)
+
+
 def weight_map(config: BertConfig) -> list[tuple[str, tuple, bool]]:
   """(Hugging Face key without the 'bert.'/'roberta.' prefix, path in the NNX state, transpose)."""
   def linear(hf, path):

@@ -143,11 +143,9 @@ def load_backbone(folder, dtype=jnp.float32):
   return config, model
 
 
-def export_backbone(model: nnx.Module, config, folder) -> None:
-  """Writes config.json and model.safetensors that transformers' AutoModel loads."""
-  from safetensors.numpy import save_file
-  hf_config = config.to_hf()
-  *_, wmap, class_name = architecture(hf_config, folder)
+def backbone_tensors(model: nnx.Module, config) -> dict[str, np.ndarray]:
+  """The backbone's weights under their Hugging Face names, float32, in torch's layout."""
+  *_, wmap, _ = architecture(config.to_hf(), "backbone")
   pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   tensors = {}
   for hf, path, transpose in wmap(config):
@@ -156,6 +154,33 @@ def export_backbone(model: nnx.Module, config, folder) -> None:
       node = node[p]
     value = np.asarray(node, dtype=np.float32)
     tensors[hf] = np.ascontiguousarray(value.T if transpose else value)
+  return tensors
+
+
+def resize_vocab(model: nnx.Module, size: int) -> nnx.Module:
+  """The backbone with `size` token embeddings (config.vocab_size too): the old rows kept, new rows
+  their mean (PyLate grows the table by transformers' resize_token_embeddings for [Q] and [D])."""
+  config = model.config
+  hf_config = {**config.to_hf(), "vocab_size": size}
+  config_cls, model_cls, wmap, _ = architecture(hf_config, "resize_vocab")
+  table_name = importlib.import_module(model_cls.__module__).TOKEN_EMBEDDINGS
+  dtype = getattr(model, table_name).dtype
+  tensors = backbone_tensors(model, config)
+  key = next(hf for hf, path, _ in wmap(config) if path[0] == table_name)
+  old = tensors[key]
+  tensors[key] = np.concatenate([old, np.broadcast_to(old.mean(0), (size - len(old), old.shape[1]))])
+  new_config = config_cls.from_hf(hf_config)
+  resized = model_cls(new_config, dtype=dtype, rngs=nnx.Rngs(0))
+  assign(resized, tensors, wmap(new_config), "resize_vocab")
+  return resized
+
+
+def export_backbone(model: nnx.Module, config, folder) -> None:
+  """Writes config.json and model.safetensors that transformers' AutoModel loads."""
+  from safetensors.numpy import save_file
+  hf_config = config.to_hf()
+  *_, class_name = architecture(hf_config, folder)
+  tensors = backbone_tensors(model, config)
   folder = pathlib.Path(folder)
   folder.mkdir(parents=True, exist_ok=True)
   write_atomic(folder / "config.json", json.dumps({**hf_config, "architectures": [class_name]}, indent=2))

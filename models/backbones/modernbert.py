@@ -184,6 +184,9 @@ class ModernBert(nnx.Module):
     return layout.to_padded(self.final_norm(x).astype(jnp.float32))
 
 
+TOKEN_EMBEDDINGS = "tok_embeddings"  # the token embedding table's attribute (hf.resize_vocab)
+
+
 def weight_map(config: ModernBertConfig) -> list[tuple[str, tuple, bool]]:
   """(Hugging Face key without the 'model.' prefix, path in the NNX state, transpose)."""
   def linear(hf, path, use_bias):

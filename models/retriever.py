@@ -1,0 +1,146 @@
+"""The host-side retriever: a kind's module (backbone + heads) with its tokenizer, for any kind.
+
+`encode_queries` / `encode_documents` / `encode` take a list of texts (one string: one text) and
+return the kind's representations in the caller's order (dense: float32 [n, d]). Texts go
+through the kind's text path, sorted by length and padded to fixed buckets, so the jitted
+encoder compiles once per bucket. A batch at most 3/4 real tokens (the last one, or lengths
+spread within a bucket) runs unpadded, at a capacity of 1/4, 1/2 or 3/4 of the bucket: one more
+compilation for each capacity met. `unpad = False` turns that off.
+
+Bad input is an InputError before any encoding: an item that is not a string, a batch size
+below 1, a max_length outside 1 … the model's positions. Non-finite representations (NaN or
+inf parameters) are an InputError naming the model and how many texts gave them.
+"""
+import copy
+import hashlib
+import pathlib
+
+import jax
+import numpy as np
+import tokenizers
+from flax import nnx
+from tqdm.auto import tqdm
+
+from .. import checks
+from ..errors import InputError
+from ..files import atomic_directory
+from .backbones import unpadding
+from .text import check_texts
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "sentencepiece.bpe.model")
+
+
+def read_tokenizer(path) -> tokenizers.Tokenizer:
+  """A `tokenizers` tokenizer.json; an unreadable one is an InputError naming the file."""
+  try:
+    return tokenizers.Tokenizer.from_file(str(path))
+  except Exception as e:  # tokenizers raises a bare Exception for every parse failure
+    raise InputError(path, f"not a readable tokenizer.json ({e})") from None
+
+
+def tokenizer_files(folder) -> dict[str, bytes]:
+  folder = pathlib.Path(folder)
+  return {n: (folder / n).read_bytes() for n in TOKENIZER_FILES if (folder / n).is_file()}
+
+
+def _pad_id(tokenizer: tokenizers.Tokenizer, backbone_config) -> int:
+  padding = tokenizer.padding
+  return padding["pad_id"] if padding else getattr(backbone_config, "pad_token_id", 0) or 0
+
+
+def max_positions(backbone_config) -> int:
+  """The longest input the backbone's position embeddings allow (RoBERTa's start after padding_idx)."""
+  offset = 2 if getattr(backbone_config, "is_roberta", False) else 0
+  return backbone_config.max_position_embeddings - offset
+
+
+class Retriever:
+  unpad = True
+
+  def __init__(self, module: nnx.Module, tokenizer: tokenizers.Tokenizer, *,
+               tokenizer_files: dict | None = None, source="model"):
+    self.source = str(source)
+    self.kind = type(module)
+    self.backbone_config = module.backbone.config
+    module = module.checked(self.max_positions, self.source)
+    self.settings = module.settings
+    self.text = module.text_path(tokenizer, _pad_id(tokenizer, self.backbone_config))
+    self.tokenizer_files = tokenizer_files or {"tokenizer.json": tokenizer.to_str().encode()}
+    self.graphdef, self.params = nnx.split(module)
+    self._encode_batch = jax.jit(self.encode_tokens, static_argnames=("side", "token_capacity"))
+
+  def with_params(self, params) -> "Retriever":
+    """The same retriever with other parameters (a pure dict, as training holds them)."""
+    out = copy.copy(self)
+    out.params = nnx.State(params) if isinstance(params, dict) else params
+    return out
+
+  @property
+  def module(self) -> nnx.Module:
+    return nnx.merge(self.graphdef, self.params)
+
+  @property
+  def max_positions(self) -> int:
+    return max_positions(self.backbone_config)
+
+  def encode_tokens(self, params, tokens: dict, side: str, token_capacity=None):
+    """The module's representations of one token batch, a pure function of `params` (what `encode` jits)."""
+    return nnx.merge(self.graphdef, params).encode(tokens, side, token_capacity=token_capacity)
+
+  def score(self, queries, documents):
+    """The kind's score of query and document representations, [m, n]."""
+    return self.module.score(queries, documents)
+
+  def encode(self, texts, batch_size: int = 32, show_progress_bar: bool = False, prompt: str = ""):
+    """Each text prefixed with `prompt` and encoded as a document."""
+    return self._encode(texts, "document", batch_size, show_progress_bar, prompt)
+
+  def encode_queries(self, texts, batch_size: int = 32, show_progress_bar: bool = False):
+    return self._encode(texts, "query", batch_size, show_progress_bar)
+
+  def encode_documents(self, texts, batch_size: int = 32, show_progress_bar: bool = False):
+    return self._encode(texts, "document", batch_size, show_progress_bar)
+
+  def _encode(self, texts, side: str, batch_size, show_progress_bar, prompt: str | None = None):
+    """Texts through the text path's `side` (`prompt` None: the side's prompt) to representations."""
+    if isinstance(texts, str):
+      return self._encode([texts], side, batch_size, show_progress_bar, prompt)[0]
+    texts = check_texts(texts)
+    batch_size = checks.integer(batch_size, "batch_size", low=1)
+    module = self.module
+    items = [None] * len(texts)
+    batches = self.text.batches(texts, side, batch_size, prompt)
+    total = -(-len(texts) // batch_size)
+    for i, b in enumerate(tqdm(batches, total=total, disable=not show_progress_bar, desc="encode", unit="batch")):
+      tokens = {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "token_type_ids": b.token_type_ids}
+      capacity = unpadding.token_capacity(b.attention_mask) if self.unpad else None
+      jit_side = None if self.kind.symmetric else side  # one compilation per bucket for both sides
+      out = module.unbatch(self._encode_batch(self.params, tokens, jit_side, token_capacity=capacity), len(b.rows))
+      bad = np.sort([r for r, item in zip(b.rows, out) if not np.isfinite(item).all()])
+      if len(bad):
+        raise InputError(self.source, f"non-finite representations for {len(bad)} of the "
+                         f"{i * batch_size + len(b.rows)} texts encoded so far (positions "
+                         f"{', '.join(map(str, bad[:5]))}{', …' if len(bad) > 5 else ''}): the parameters hold "
+                         "NaN or inf (a diverged checkpoint?)")
+      for r, item in zip(b.rows, out):
+        items[r] = item
+    return module.gather(items)
+
+  def index(self, documents, doc_ids, index_config=None):
+    """The kind's index over encoded documents (index_config None: exact search)."""
+    return self.kind.index(documents, doc_ids, index_config, self.fingerprint())
+
+  def fingerprint(self) -> str:
+    """sha256 over the kind, its settings and every parameter: equal iff the representations are."""
+    h = hashlib.sha256(f"{self.kind.name} {self.settings!r}".encode())
+    for leaf in jax.tree.leaves(self.params):
+      h.update(np.asarray(leaf).tobytes())
+    return h.hexdigest()[:16]
+
+  def save_pretrained(self, folder) -> None:
+    """The kind's ecosystem folder (dense: sentence-transformers), with the tokenizer files."""
+    with atomic_directory(folder) as partial:
+      self.module.export(partial)
+      for name, data in self.tokenizer_files.items():
+        (partial / name).write_bytes(data)
