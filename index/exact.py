@@ -3,14 +3,14 @@
 The documents sit on the device as [num_tiles, tile, d] (the last tile padded with zero rows
 whose scores are masked to -inf). Queries go through in fixed blocks of `query_block` rows
 (the last block padded with zeros); for each block a jitted `lax.scan` over the document
-tiles keeps a running top-k. Every call has the same shapes, so the search compiles once per
+tiles keeps a running top-k (tiled.py). Every call has the same shapes, so the search compiles once per
 (query block, tile, k, number of tiles, d) and never per call or per number of queries.
 """
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .tiled import top_k_over_tiles
 
 
 def check_finite(vectors: np.ndarray, what: str) -> None:
@@ -21,31 +21,9 @@ def check_finite(vectors: np.ndarray, what: str) -> None:
                      f"{' …' if len(bad) > 5 else ''})")
 
 
-@functools.partial(jax.jit, static_argnames=("k",))
-def search_block(queries, tiles, num_docs, k):
-  """Top-k of s[i, j] = ⟨q_i, x_j⟩ over the tiles; ties go to the lower document index.
-
-  queries [b, d], tiles [t, tile, d] → (scores [b, k] float32 descending, indices [b, k] int32).
-  Per tile: top_k(concat(best so far, tile scores)); lax.top_k puts the lower position first
-  on ties, and the running best always holds lower indices than the tile, so ties resolve
-  by document index.
-  """
-  b, tile = queries.shape[0], tiles.shape[1]
-  init = (jnp.full((b, k), -jnp.inf, jnp.float32), jnp.zeros((b, k), jnp.int32))
-
-  def step(best, xs):
-    docs, offset = xs
-    ids = offset + jnp.arange(tile, dtype=jnp.int32)
-    scores = jnp.dot(queries, docs.T, precision=jax.lax.Precision.HIGHEST)
-    scores = jnp.where(ids < num_docs, scores, -jnp.inf)
-    merged = jnp.concatenate([best[0], scores], axis=1)
-    merged_ids = jnp.concatenate([best[1], jnp.broadcast_to(ids, (b, tile))], axis=1)
-    top, pos = jax.lax.top_k(merged, k)
-    return (top, jnp.take_along_axis(merged_ids, pos, axis=1)), None
-
-  offsets = jnp.arange(tiles.shape[0], dtype=jnp.int32) * tile
-  (scores, indices), _ = jax.lax.scan(step, init, (tiles, offsets))
-  return scores, indices
+def inner_products(queries, docs):
+  """s[i, j] = ⟨q_i, x_j⟩ in full float32 precision: queries [b, d], docs [tile, d] → [b, tile]."""
+  return jnp.dot(queries, docs.T, precision=jax.lax.Precision.HIGHEST)
 
 
 class ExactIndex:
@@ -87,6 +65,6 @@ class ExactIndex:
     indices = np.zeros((blocks * self.query_block, k), np.int64)
     for start in range(0, len(padded), self.query_block):
       rows = slice(start, start + self.query_block)
-      block_scores, block_indices = search_block(padded[rows], self._tiles, self.num_vectors, k)
+      block_scores, block_indices = top_k_over_tiles(inner_products, padded[rows], self._tiles, self.num_vectors, k)
       scores[rows], indices[rows] = np.asarray(block_scores), np.asarray(block_indices)
     return indices[:m], scores[:m]

@@ -22,7 +22,8 @@ def _dtype_name(dtype) -> str:
 
 
 def load(path, *, kind: str | None = None, dtype=jnp.float32, **overrides) -> Retriever:
-  """`kind`: the registry name to read a Hugging Face folder as (None: dense); a checkpoint names
+  """`kind`: the registry name to read a Hugging Face folder as (None: the kind its files show,
+  models/kinds); a checkpoint names
   its own. `dtype`: the compute dtype (float32, bfloat16 or float16). Other keywords override
   the kind's settings (dense: pooling, normalize, max_length, prompts)."""
   checks.choice(_dtype_name(dtype), "dtype", DTYPES)
@@ -30,7 +31,8 @@ def load(path, *, kind: str | None = None, dtype=jnp.float32, **overrides) -> Re
   if checkpoint.is_checkpoint(path):
     return checkpoint.load(path, kind=kind, dtype=dtype, **overrides)
   if (path / "config.json").is_file():
-    return from_pretrained(path, kinds.get(kind or kinds.DEFAULT, "kind"), dtype=dtype, **overrides)
+    return from_pretrained(path, kinds.get(kind, "kind") if kind else kinds.for_folder(path), dtype=dtype,
+                           **overrides)
   raise InputError(path, "expected a Hugging Face model folder (config.json + weights) or a retrax checkpoint "
                    f"({checkpoint.MANIFEST})")
 
@@ -41,9 +43,8 @@ def from_pretrained(folder, kind: type, *, dtype=jnp.float32, **overrides) -> Re
   _, backbone = hf.load_backbone(folder, dtype=dtype)
   if not (folder / "tokenizer.json").is_file():
     raise InputError(folder, "expected tokenizer.json (a fast tokenizer) beside config.json")
-  tokenizer = read_tokenizer(folder / "tokenizer.json")
-  return Retriever(kind.from_folder(backbone, folder, **overrides), tokenizer,
-                   tokenizer_files=tokenizer_files(folder), source=folder)
+  module, tokenizer = kind.from_folder(backbone, read_tokenizer(folder / "tokenizer.json"), folder, **overrides)
+  return Retriever(module, tokenizer, tokenizer_files=tokenizer_files(folder), source=folder)
 
 
 def random(hf_config: dict, tokenizer, settings, *, kind: str = kinds.DEFAULT, seed: int = 0,

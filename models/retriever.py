@@ -44,11 +44,6 @@ def tokenizer_files(folder) -> dict[str, bytes]:
   return {n: (folder / n).read_bytes() for n in TOKENIZER_FILES if (folder / n).is_file()}
 
 
-def _pad_id(tokenizer: tokenizers.Tokenizer, backbone_config) -> int:
-  padding = tokenizer.padding
-  return padding["pad_id"] if padding else getattr(backbone_config, "pad_token_id", 0) or 0
-
-
 def max_positions(backbone_config) -> int:
   """The longest input the backbone's position embeddings allow (RoBERTa's start after padding_idx)."""
   offset = 2 if getattr(backbone_config, "is_roberta", False) else 0
@@ -63,10 +58,9 @@ class Retriever:
     self.source = str(source)
     self.kind = type(module)
     self.backbone_config = module.backbone.config
-    module = module.checked(self.max_positions, self.source)
+    self.text = module.attach(tokenizer, self.max_positions, self.source)
     self.settings = module.settings
-    self.text = module.text_path(tokenizer, _pad_id(tokenizer, self.backbone_config))
-    self.tokenizer_files = tokenizer_files or {"tokenizer.json": tokenizer.to_str().encode()}
+    self.tokenizer_files = {**(tokenizer_files or {}), "tokenizer.json": tokenizer.to_str().encode()}
     self.graphdef, self.params = nnx.split(module)
     self._encode_batch = jax.jit(self.encode_tokens, static_argnames=("side", "token_capacity"))
 

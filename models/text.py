@@ -49,6 +49,12 @@ def check_max_length(value, positions: int, source) -> int:
 SIDES = ("query", "document")
 
 
+def pad_id(tokenizer: tokenizers.Tokenizer, backbone_config) -> int:
+  """The tokenizer's padding id, else the backbone config's pad_token_id, else 0."""
+  padding = tokenizer.padding
+  return padding["pad_id"] if padding else getattr(backbone_config, "pad_token_id", 0) or 0
+
+
 @dataclasses.dataclass(frozen=True)
 class Batch:
   rows: np.ndarray        # [n] positions of the real rows in the caller's list

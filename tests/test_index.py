@@ -6,7 +6,8 @@ import pytest
 
 from retrax.errors import InputError
 from retrax.index import scann_index
-from retrax.index.exact import ExactIndex, search_block
+from retrax.index.exact import ExactIndex
+from retrax.index.tiled import top_k_over_tiles
 from retrax.index.scann_index import ScannIndex
 
 
@@ -51,10 +52,10 @@ def test_exact_compiles_once_for_any_number_of_queries():
   rng = np.random.default_rng(2)
   index = ExactIndex(rng.standard_normal((300, 16)).astype(np.float32), tile=64, query_block=8)
   index.search(rng.standard_normal((1, 16)).astype(np.float32), 5)
-  compiled = search_block._cache_size()
+  compiled = top_k_over_tiles._cache_size()
   for m in (3, 8, 9, 50):
     assert index.search(rng.standard_normal((m, 16)).astype(np.float32), 5)[0].shape == (m, 5)
-  assert search_block._cache_size() == compiled
+  assert top_k_over_tiles._cache_size() == compiled
 
 
 def test_scann_brute_force_is_exact():

@@ -111,7 +111,7 @@ def test_a_format_1_checkpoint_holding_the_backbone_alone_still_loads(saved, tmp
 
 
 @pytest.mark.parametrize("manifest, expected", [
-    ({"kind": "sparse-ish"}, "kind 'sparse-ish' is not one of ['dense']"),
+    ({"kind": "sparse-ish"}, "kind 'sparse-ish' is not one of ['colbert', 'dense']"),
     ({"format": 7}, "format 7: this retrax reads formats 1 and 2"),
 ])
 def test_an_unknown_kind_or_format_in_the_manifest_is_named(saved, tmp_path, manifest, expected):
@@ -123,5 +123,5 @@ def test_an_unknown_kind_or_format_in_the_manifest_is_named(saved, tmp_path, man
 
 
 def test_an_unknown_kind_for_a_hugging_face_folder_is_named(saved):
-  with pytest.raises(InputError, match=r"^kind: kind 'nope' is not one of \['dense'\]$"):
+  with pytest.raises(InputError, match=r"^kind: kind 'nope' is not one of \['colbert', 'dense'\]$"):
     retrax.load(saved[0] / "hf", kind="nope")

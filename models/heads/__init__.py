@@ -1,1 +1,1 @@
-"""Heads: what a retriever kind puts on top of a backbone's hidden states (pooling, which has no parameters)."""
+"""Heads: what a retriever kind puts on top of a backbone's hidden states (pooling; ColBERT projections)."""

@@ -15,7 +15,7 @@ from ...index.exact import ExactIndex
 from .. import sentence_config
 from ..backbones import hf
 from ..heads.pooling import l2_normalize, pool
-from ..text import TextPath, check_max_length
+from ..text import TextPath, check_max_length, pad_id
 
 
 class Dense(nnx.Module):
@@ -49,15 +49,12 @@ class Dense(nnx.Module):
 
   # The host side: settings, text path, outputs, files and index.
 
-  def checked(self, max_positions: int, source) -> "Dense":
-    """The module with settings.max_length resolved against the backbone's positions."""
-    self.settings = dataclasses.replace(
+  def attach(self, tokenizer, max_positions: int, source) -> TextPath:
+    """The text path for `tokenizer`; settings.max_length resolved against the backbone's positions."""
+    self.settings = s = dataclasses.replace(
         self.settings, max_length=check_max_length(self.settings.max_length, max_positions, source))
-    return self
-
-  def text_path(self, tokenizer, pad_id: int) -> TextPath:
-    s = self.settings
-    return TextPath(tokenizer, pad_id, {"query": s.max_length, "document": s.max_length},
+    return TextPath(tokenizer, pad_id(tokenizer, self.backbone.config),
+                    {"query": s.max_length, "document": s.max_length},
                     {"query": s.query_prompt, "document": s.document_prompt})
 
   @property
@@ -74,9 +71,14 @@ class Dense(nnx.Module):
     return np.stack(items).astype(np.float32) if items else np.zeros((0, self.dimension), np.float32)
 
   @classmethod
-  def from_folder(cls, backbone, folder, **overrides) -> "Dense":
-    """A sentence-transformers (or plain transformers) folder's settings; overrides are Settings fields."""
-    return cls(backbone, dataclasses.replace(sentence_config.read(folder), **overrides))
+  def claims(cls, folder) -> bool:
+    """Any model folder reads as dense (the registry asks the other kinds first)."""
+    return True
+
+  @classmethod
+  def from_folder(cls, backbone, tokenizer, folder, **overrides):
+    """(module, tokenizer) of a sentence-transformers (or plain transformers) folder; overrides are Settings fields."""
+    return cls(backbone, dataclasses.replace(sentence_config.read(folder), **overrides)), tokenizer
 
   def export(self, folder) -> None:
     """A folder that transformers and sentence-transformers load as they are (tokenizer files aside)."""

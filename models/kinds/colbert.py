@@ -1,0 +1,237 @@
+"""Multi-vector (ColBERT) retriever, late interaction (Khattab & Zaharia, 2020), in PyLate's conventions:
+
+  E = normalize(projection(backbone(tokens))) ∈ R^{L×d},   score(q, d) = Σ_i m^q_i · max_j ⟨q_i, d_j⟩ m^d_j.
+
+- `[Q] ` / `[D] ` marker tokens (ids read from the tokenizer) right after [CLS]; each side's text
+  is truncated one token shorter to make room.
+- Queries are padded to query_length with [MASK] (PyLate's pad id), not attended to unless
+  attend_to_expansion_tokens; every query position is scored (m^q = 1). Without
+  do_query_expansion, queries are not expanded and m^q is the attention mask.
+- Documents (document_length, default 180) score their attended tokens outside the skiplist
+  (punctuation: the ids of `skiplist_words`, a word missing from the vocabulary mapping to
+  [UNK] as in PyLate): m^d = attention ∧ ¬skiplist.
+- Masking is multiplicative (PyLate's `colbert_scores`): a masked document token scores 0, not −∞.
+- zero_expansion: checkpoints trained with unpadded FlashAttention (ModernBERT, PyLate issues
+  #109 and #125) saw zero hidden states at the unattended expansion positions; set, the
+  backbone's states there are zeroed before the projection. Unset, they are computed as eager
+  attention computes them (queries then never run unpadded).
+"""
+import dataclasses
+import pathlib
+import string
+
+import jax.numpy as jnp
+import numpy as np
+import tokenizers
+from flax import nnx
+
+from ...errors import InputError
+from ...index.multivector import MaxSimIndex, maxsim
+from .. import pylate_format
+from ..backbones import hf
+from ..heads.pooling import l2_normalize
+from ..heads.projection import Layer, Projection
+from ..text import TextPath, check_max_length
+
+
+def _layers(value) -> tuple[Layer, ...]:
+  """A projection given as Layers or as their dicts (a manifest, a config)."""
+  return tuple(v if isinstance(v, Layer) else Layer(**dict(v)) for v in value)
+
+
+@dataclasses.dataclass(frozen=True)
+class ColBERTConfig:
+  projection: tuple[Layer, ...] = (Layer(128),)
+  query_prefix: str = "[Q] "
+  document_prefix: str = "[D] "
+  query_length: int = 32
+  document_length: int = 180
+  do_query_expansion: bool = True
+  attend_to_expansion_tokens: bool = False
+  skiplist_words: tuple[str, ...] = tuple(string.punctuation)
+  zero_expansion: bool = False
+  query_prompt: str = ""
+  document_prompt: str = ""
+
+  def __post_init__(self):
+    if not self.projection:
+      raise InputError("projection", "expected at least one layer")
+    try:
+      object.__setattr__(self, "projection", _layers(self.projection))
+    except (TypeError, ValueError) as e:
+      raise InputError("projection", str(e)) from None
+    object.__setattr__(self, "skiplist_words", tuple(self.skiplist_words))
+    for name in ("query_length", "document_length"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise InputError(name, f"expected an integer ≥ 2 (a marker and a token), got {value!r}")
+    for name in ("do_query_expansion", "attend_to_expansion_tokens", "zero_expansion"):
+      if not isinstance(getattr(self, name), bool):
+        raise InputError(name, f"expected true or false, got {getattr(self, name)!r}")
+    for name in ("query_prefix", "document_prefix", "query_prompt", "document_prompt"):
+      if not isinstance(getattr(self, name), str):
+        raise InputError(name, f"expected a string, got {getattr(self, name)!r}")
+
+  @property
+  def dimension(self) -> int:
+    return self.projection[-1].features
+
+
+class ColBERT(nnx.Module):
+  """The retriever protocol: encode(tokens, side) → {"vectors": [B, L, d], "mask": [B, L]};
+  score(q, d) → [Bq, Nd] MaxSim; no regularizers."""
+  name = "colbert"
+  symmetric = False
+  Settings = ColBERTConfig
+
+  def __init__(self, backbone: nnx.Module, settings: ColBERTConfig, *, rngs: nnx.Rngs | None = None):
+    self.backbone, self.settings = backbone, settings
+    self.projection = Projection(backbone.config.hidden_size, settings.projection, rngs=rngs or nnx.Rngs(0))
+    self.skiplist_ids: tuple[int, ...] = ()
+
+  def encode(self, tokens: dict, side: str, *, token_capacity=None, dropout=None):
+    s, mask = self.settings, tokens["attention_mask"]
+    expanded = side == "query" and s.do_query_expansion
+    if expanded and not s.zero_expansion:
+      token_capacity = None  # the expansion positions are computed, not skipped
+    hidden = self.backbone(tokens["input_ids"], mask, tokens.get("token_type_ids"), token_capacity, dropout)
+    if expanded and s.zero_expansion:
+      hidden = hidden * mask[..., None].astype(hidden.dtype)
+    vectors = l2_normalize(self.projection(hidden).astype(jnp.float32))
+    if expanded:
+      scored = jnp.ones_like(mask, dtype=bool)
+    elif side == "query":
+      scored = mask.astype(bool)
+    else:
+      skipped = jnp.isin(tokens["input_ids"], jnp.asarray(self.skiplist_ids, jnp.int32))
+      scored = mask.astype(bool) & ~skipped
+    return {"vectors": vectors, "mask": scored}
+
+  @staticmethod
+  def score(queries, documents):
+    """MaxSim of queries {vectors [m, Lq, d], mask [m, Lq]} against documents {[n, Ld, d], [n, Ld]} → [m, n]."""
+    return maxsim(queries, documents)
+
+  def regularizers(self, queries, documents) -> dict:
+    del queries, documents
+    return {}
+
+  # The host side: settings, text path, outputs, files and index.
+
+  def attach(self, tokenizer, max_positions: int, source) -> TextPath:
+    """The text path for `tokenizer`: marker ids and skiplist ids read from it, [MASK] as the pad."""
+    s = self.settings
+    for name in ("query_length", "document_length"):
+      check_max_length(getattr(s, name), max_positions, f"{source} ({name})")
+    markers = {}
+    for side, prefix in (("query", s.query_prefix), ("document", s.document_prefix)):
+      if prefix:
+        markers[side] = tokenizer.token_to_id(prefix)
+        if markers[side] is None:
+          raise InputError(source, f"the tokenizer has no {prefix!r} token (the {side} prefix)")
+    pad = tokenizer.token_to_id(_special(tokenizer, "mask_token", "[MASK]"))
+    if pad is None:
+      raise InputError(source, "the tokenizer has no mask token to pad and expand queries with")
+    unk = tokenizer.token_to_id(_special(tokenizer, "unk_token", "[UNK]"))
+    ids = [tokenizer.token_to_id(w) for w in s.skiplist_words]
+    self.skiplist_ids = tuple(sorted({unk if i is None else i for i in ids} - {None}))
+    return TextPath(tokenizer, pad, {"query": s.query_length, "document": s.document_length},
+                    {"query": s.query_prompt, "document": s.document_prompt}, markers=markers,
+                    expand=("query",) if s.do_query_expansion else (),
+                    attend_expansion=s.do_query_expansion and s.attend_to_expansion_tokens)
+
+  @property
+  def dimension(self) -> int:
+    return self.settings.dimension
+
+  @staticmethod
+  def unbatch(representations, rows: int) -> list[np.ndarray]:
+    """One batch's vectors, each text's scored tokens alone ([L_i, d] float32), as PyLate encodes."""
+    vectors, mask = np.asarray(representations["vectors"]), np.asarray(representations["mask"])
+    return [vectors[i][mask[i]] for i in range(rows)]
+
+  @staticmethod
+  def gather(items: list) -> list[np.ndarray]:
+    return items
+
+  @classmethod
+  def claims(cls, folder) -> bool:
+    return pylate_format.is_pylate(folder)
+
+  @classmethod
+  def from_folder(cls, backbone, tokenizer, folder, **overrides):
+    """(module, tokenizer) of a PyLate folder, or a new ColBERT (a fresh projection, [Q] and [D]
+    added to the tokenizer and the embedding table) on the backbone of any other folder."""
+    layers, weights = pylate_format.read_dense_chain(folder, backbone.config.hidden_size)
+    if layers and "projection" in overrides:
+      raise InputError(folder, "holds a PyLate projection; a projection override would discard it")
+    settings = ColBERTConfig(**{**pylate_format.read_settings(folder), **overrides,
+                                **({"projection": layers} if layers else {})})
+    if not layers:
+      tokenizer, backbone = _with_markers(tokenizer, backbone, settings)
+    module = cls(backbone, settings)
+    for layer, tensors in zip(module.projection.layers, weights):
+      _assign(layer, tensors, pathlib.Path(folder))
+    return module, tokenizer
+
+  def export(self, folder) -> None:
+    """A PyLate folder (pylate.models.ColBERT loads it); gated layers have no PyLate form."""
+    gated = [i for i, layer in enumerate(self.settings.projection) if layer.gated]
+    if gated:
+      raise InputError(folder, f"projection layers {gated} are gated (GLU), which PyLate's Dense chain cannot "
+                               "express; save a retrax checkpoint instead (retrax.models.checkpoint.save)")
+    hf.export_backbone(self.backbone, self.backbone.config, folder)
+    weights = []
+    for layer in self.projection.layers:
+      tensors = {"linear.weight": np.asarray(layer.linear.kernel[...]).T}
+      if layer.layer.bias:
+        tensors["linear.bias"] = np.asarray(layer.linear.bias[...])
+      if layer.residual is not None:
+        tensors["residual.weight"] = np.asarray(layer.residual.kernel[...]).T
+      weights.append(tensors)
+    pylate_format.write(folder, self.settings.projection, weights, dataclasses.asdict(self.settings),
+                        self.backbone.config.hidden_size)
+
+  @staticmethod
+  def check_index(index_config, num_docs: int, source: str) -> None:
+    if index_config.kind != "exact":
+      raise InputError(f"{source}.kind", f"{index_config.kind!r}: multi-vector retrievers have the exact MaxSim "
+                                         "index (exact) today")
+
+  @staticmethod
+  def index(documents: list, doc_ids: list[str], index_config=None, fingerprint: str = ""):
+    """Exhaustive MaxSim over every document's token vectors; `.search(queries, k)` → (indices, scores)."""
+    del doc_ids, index_config, fingerprint
+    return MaxSimIndex(documents)
+
+
+def _assign(layer, tensors: dict, folder: pathlib.Path) -> None:
+  """PyLate Dense weights ([out, in] torch layout) into a ProjectionLayer."""
+  targets = {"linear.weight": (layer.linear, "kernel", True)}
+  if layer.layer.bias:
+    targets["linear.bias"] = (layer.linear, "bias", False)
+  if layer.residual is not None:
+    targets["residual.weight"] = (layer.residual, "kernel", True)
+  if set(tensors) != set(targets):
+    raise InputError(folder, f"a Dense layer holds {sorted(tensors)}; its config calls for {sorted(targets)}")
+  for name, (linear, attr, transpose) in targets.items():
+    variable, value = getattr(linear, attr), tensors[name].T if transpose else tensors[name]
+    if value.shape != variable[...].shape:
+      raise InputError(folder, f"{name} has shape {tensors[name].shape}, expected {variable[...].T.shape if transpose else variable[...].shape}")
+    variable[...] = jnp.asarray(value, variable[...].dtype)
+
+
+def _with_markers(tokenizer: tokenizers.Tokenizer, backbone, settings: ColBERTConfig):
+  """The tokenizer with the prefixes it lacks as added tokens (PyLate's tokenizer.add_tokens), and the
+  backbone's embedding table grown to hold them, new rows the mean of the old ones."""
+  missing = [p for p in (settings.query_prefix, settings.document_prefix) if p and tokenizer.token_to_id(p) is None]
+  if not missing:
+    return tokenizer, backbone
+  tokenizer = tokenizers.Tokenizer.from_str(tokenizer.to_str())
+  tokenizer.add_tokens(missing)
+  return tokenizer, hf.resize_vocab(backbone, tokenizer.get_vocab_size(with_added_tokens=True))
+
+
+def _special(tokenizer, name: str, default: str) -> str:
+  """A special token's text from the tokenizer's model (WordPiece, BPE) or `default`."""
+  return str(getattr(tokenizer.model, name, None) or default)
