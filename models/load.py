@@ -52,4 +52,5 @@ def random(hf_config: dict, tokenizer, settings, *, kind: str = kinds.DEFAULT, s
   """A retriever of `kind` whose backbone, of a config.json-style dict, is randomly initialised."""
   config_cls, model_cls, _, _ = hf.architecture(hf_config, "config.model.random")
   backbone = model_cls(config_cls.from_hf(hf_config), dtype=dtype, rngs=nnx.Rngs(seed))
-  return Retriever(kinds.get(kind)(backbone, settings), tokenizer, source="config.model.random")
+  module, tokenizer = kinds.get(kind).create(backbone, tokenizer, settings)
+  return Retriever(module, tokenizer, source="config.model.random")

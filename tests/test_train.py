@@ -13,6 +13,8 @@ from jax.sharding import PartitionSpec
 from retrax.errors import InputError
 from retrax.eval import beir, synthetic
 from retrax.models.backbones.bert import Bert, BertConfig
+from retrax.models.heads.projection import Layer
+from retrax.models.kinds.colbert import ColBERT, ColBERTConfig
 from retrax.models.kinds.dense import Dense
 from retrax.models.sentence_config import SentenceConfig
 from retrax.models.text import TextPath
@@ -88,9 +90,14 @@ class _PairedDense(Dense):
     return {"q_square": 0.1 * jnp.mean(q["u"] ** 2), "d_abs": jnp.mean(jnp.abs(d["v"]))}
 
 
+def _colbert(backbone):
+  return ColBERT(backbone, ColBERTConfig(projection=(Layer(8, "gelu", residual=True),), query_length=5,
+                                         document_length=7))
+
+
 def _builder(kind=Dense, **kwargs):
-  model = kind(Bert(BertConfig("bert", 50, 16, 1, 2, 32, 20), rngs=nnx.Rngs(0)),
-               SentenceConfig(pooling="mean", normalize=True))
+  backbone = Bert(BertConfig("bert", 50, 16, 1, 2, 32, 20), rngs=nnx.Rngs(0))
+  model = kind(backbone) if kind is _colbert else kind(backbone, SentenceConfig(pooling="mean", normalize=True))
   graphdef, state = nnx.split(model)
   loss = objective.loss_fn(ml_collections.ConfigDict(dict(name="info_nce", temperature=0.05, in_batch_negatives=True)))
   opt = ml_collections.ConfigDict(dict(warmup_steps=0, total_steps=10, schedule="linear", learning_rate=1e-3,
@@ -107,7 +114,7 @@ def _assert_grads_close(ours, reference, rtol):
     np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * scale)
 
 
-@pytest.mark.parametrize("kind", [Dense, _PairedDense], ids=["dense", "pytree-with-regularizers"])
+@pytest.mark.parametrize("kind", [Dense, _PairedDense, _colbert], ids=["dense", "pytree-with-regularizers", "colbert"])
 def test_grad_cache_equals_plain_backprop(kind):
   plain, params = _builder(kind, dropout=0.0)
   cached, _ = _builder(kind, grad_cache_chunks=4, dropout=0.0)

@@ -112,3 +112,30 @@ def test_a_trainable_pattern_freezes_the_rest(tmp_path):
   for x, y in zip(jax.tree.leaves(after[1]), jax.tree.leaves(before[1])):
     np.testing.assert_array_equal(x, y)
   assert all(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(after[0]), jax.tree.leaves(before[0])))
+
+
+def test_a_tiny_colbert_trains_with_the_generic_trainer_then_loads_and_evaluates(tmp_path):
+  """configs/tiny.py:colbert: MaxSim scores, in-batch negatives, expanded queries kept at full length."""
+  config = f"{REPO / 'configs' / 'tiny.py'}:colbert"
+  done = subprocess.run([sys.executable, "-m", "retrax.train", "--config", config, "--workdir", str(tmp_path / "w"),
+                         "--config.progress=False"], capture_output=True, text=True, cwd=REPO, timeout=600)
+  assert done.returncode == 0, done.stderr
+  rows = list(losses(tmp_path / "w").values())
+  assert np.mean(rows[-3:]) < np.mean(rows[:3]) - 0.2, rows
+  model = retrax.load(tmp_path / "w")
+  assert model.kind.name == "colbert"
+  assert [v.shape for v in model.encode_queries(["Who likes Neon Kites?", "Who likes Velvet Harps?"])] == [(16, 16)] * 2
+  evaluated = subprocess.run(
+      [sys.executable, "-m", "retrax.eval", "--config", str(REPO / "configs" / "eval.py"),
+       f"--config.model={tmp_path / 'w'}", f"--config.data={tmp_path / 'w' / 'data'}", "--config.progress=False",
+       "--config.index.kind=exact", "--workdir", str(tmp_path / "eval")],
+      capture_output=True, text=True, cwd=REPO, timeout=600)
+  assert evaluated.returncode == 0, evaluated.stderr
+  assert json.loads((tmp_path / "eval" / "results.json").read_text())["R@10"] > 0.3  # random init: ~0.03
+
+  mismatched = subprocess.run([sys.executable, "-m", "retrax.train", "--config", config, "--workdir",
+                               str(tmp_path / "m"), "--config.progress=False", "--config.data.query_max_len=12"],
+                              capture_output=True, text=True, cwd=REPO, timeout=600)
+  assert mismatched.returncode == 1 and "Traceback" not in mismatched.stderr
+  assert ("error: config.data.query_max_len: 12: the retriever expands every query to exactly 16 tokens; set it to 16"
+          in mismatched.stderr), mismatched.stderr

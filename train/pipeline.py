@@ -41,6 +41,14 @@ class Pipeline:
     self.num_positives, self.num_negatives = data_config.num_positives, data_config.num_negatives
     self.max_query_positives = max(sum(g > 0 for g in j.values()) for j in self.qrels.values())
     self.text = text.with_max_lengths(query=data_config.query_max_len, document=data_config.doc_max_len)
+    for side, key in (("query", "query_max_len"), ("document", "doc_max_len")):
+      if side in text.expand and data_config[key] != text.max_lengths[side]:
+        raise InputError(f"config.data.{key}", f"{data_config[key]}: the retriever expands every {side} to exactly "
+                                               f"{text.max_lengths[side]} tokens; set it to {text.max_lengths[side]}")
+    self.buckets = tuple(
+        (length,) if side in text.expand else tuple(data_config.get(f"{short}_buckets") or default_buckets(length))
+        for side, short, length in (("query", "query", data_config.query_max_len),
+                                    ("document", "doc", data_config.doc_max_len)))
     local_batch = global_batch // process_count
     block = slice(process_index * local_batch, (process_index + 1) * local_batch)
     self.samples = grain.MapDataset.source(self.rows).shuffle(seed=seed).repeat().random_map(self.sample, seed=seed)
@@ -83,13 +91,13 @@ def default_buckets(max_length: int) -> tuple[int, ...]:
   return tuple(sorted({max(max_length // 4, 1), max(max_length // 2, 1), max_length}))
 
 
-def global_batch(batch, mesh, rules, data_config) -> dict:
-  """Trims this host's batch to a length bucket that every host agrees on, then makes global arrays."""
+def global_batch(batch, mesh, rules, buckets) -> dict:
+  """Trims this host's batch to a length bucket (`Pipeline.buckets`, query and document) that every
+  host agrees on, then makes global arrays. An expanded side has one bucket, its full length."""
   lengths = np.asarray(needed_lengths(batch), np.int32)
   if jax.process_count() > 1:
     lengths = multihost_utils.process_allgather(lengths).max(0)
-  batch = trim(batch, bucket(lengths[0], data_config.query_buckets or default_buckets(data_config.query_max_len)),
-               bucket(lengths[1], data_config.doc_buckets or default_buckets(data_config.doc_max_len)))
+  batch = trim(batch, bucket(lengths[0], buckets[0]), bucket(lengths[1], buckets[1]))
   return {k: jax.make_array_from_process_local_data(sharding.batch_sharding(mesh, rules, v.ndim), v)
           for k, v in batch.items()}
 

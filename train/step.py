@@ -56,6 +56,16 @@ def strided_merge(tree):
   return jax.tree.map(lambda x: x.swapaxes(0, 1).reshape(-1, *x.shape[2:]), tree)
 
 
+def _floating(tree):
+  """The representation's floating leaves, the others (masks) None: what GradCache differentiates."""
+  return jax.tree.map(lambda x: x if jnp.issubdtype(x.dtype, jnp.floating) else None, tree)
+
+
+def _filled(floating, tree):
+  """`floating` with its None leaves taken from `tree`."""
+  return jax.tree.map(lambda f, x: x if f is None else f, floating, tree, is_leaf=lambda v: v is None)
+
+
 @dataclasses.dataclass(frozen=True)
 class StepBuilder:
   model: nnx.GraphDef         # the retriever module's graph (nnx.split); merged with the parameters
@@ -116,12 +126,13 @@ class StepBuilder:
     chunk_embeddings = lambda p, i, part: self.embeddings(self.module(p, frozen), part,
                                                           jax.random.fold_in(dropout_key, i))
     q, d = strided_merge(jax.lax.map(lambda chunk: chunk_embeddings(params, *chunk), chunks))
-    value, (gq, gd) = jax.value_and_grad(self.objective, argnums=(0, 1), has_aux=True)(
-        q, d, batch, key, self.module(params, frozen))
+    module = self.module(params, frozen)
+    objective_of = lambda qf, df: self.objective(_filled(qf, q), _filled(df, d), batch, key, module)
+    value, (gq, gd) = jax.value_and_grad(objective_of, argnums=(0, 1), has_aux=True)(_floating(q), _floating(d))
 
     def backward(grads, part):
       chunk, cotangent = part
-      _, vjp = jax.vjp(lambda p: chunk_embeddings(p, *chunk), params)
+      _, vjp = jax.vjp(lambda p: _floating(chunk_embeddings(p, *chunk)), params)
       return jax.tree.map(jnp.add, grads, vjp(cotangent)[0]), None
     cotangents = strided_split((gq, gd), self.grad_cache_chunks)
     grads, _ = jax.lax.scan(backward, jax.tree.map(jnp.zeros_like, params), (chunks, cotangents))

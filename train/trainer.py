@@ -124,7 +124,7 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
   unchecked = None  # (step, metrics) of the step dispatched before this one
   try:
     for step in range(start, config.total_steps):
-      batch = global_batch(next(data_iter), mesh, rules, config.data)
+      batch = global_batch(next(data_iter), mesh, rules, pipeline.buckets)
       state, metrics = step_fn(state, batch, key)
       if unchecked:
         finite(*unchecked)

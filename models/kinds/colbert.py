@@ -119,7 +119,8 @@ class ColBERT(nnx.Module):
   # The host side: settings, text path, outputs, files and index.
 
   def attach(self, tokenizer, max_positions: int, source) -> TextPath:
-    """The text path for `tokenizer`: marker ids and skiplist ids read from it, [MASK] as the pad."""
+    """The text path for `tokenizer`: marker ids and skiplist ids read from it, the mask token
+    ([MASK] or <mask>) as the pad, as PyLate sets pad_token_id := mask_token_id."""
     s = self.settings
     for name in ("query_length", "document_length"):
       check_max_length(getattr(s, name), max_positions, f"{source} ({name})")
@@ -129,7 +130,7 @@ class ColBERT(nnx.Module):
         markers[side] = tokenizer.token_to_id(prefix)
         if markers[side] is None:
           raise InputError(source, f"the tokenizer has no {prefix!r} token (the {side} prefix)")
-    pad = tokenizer.token_to_id(_special(tokenizer, "mask_token", "[MASK]"))
+    pad = next((i for i in map(tokenizer.token_to_id, ("[MASK]", "<mask>")) if i is not None), None)
     if pad is None:
       raise InputError(source, "the tokenizer has no mask token to pad and expand queries with")
     unk = tokenizer.token_to_id(_special(tokenizer, "unk_token", "[UNK]"))
@@ -159,6 +160,18 @@ class ColBERT(nnx.Module):
     return pylate_format.is_pylate(folder)
 
   @classmethod
+  def create(cls, backbone, tokenizer, settings: ColBERTConfig):
+    """(module, tokenizer) of a new ColBERT on `backbone`: a fresh projection, and the prefixes the
+    tokenizer lacks added to it (PyLate's tokenizer.add_tokens) and to the embedding table, their
+    rows the mean of the table's."""
+    missing = [p for p in (settings.query_prefix, settings.document_prefix) if p and tokenizer.token_to_id(p) is None]
+    if missing:
+      tokenizer = tokenizers.Tokenizer.from_str(tokenizer.to_str())
+      tokenizer.add_tokens(missing)
+      backbone = hf.resize_vocab(backbone, tokenizer.get_vocab_size(with_added_tokens=True))
+    return cls(backbone, settings), tokenizer
+
+  @classmethod
   def from_folder(cls, backbone, tokenizer, folder, **overrides):
     """(module, tokenizer) of a PyLate folder, or a new ColBERT (a fresh projection, [Q] and [D]
     added to the tokenizer and the embedding table) on the backbone of any other folder."""
@@ -168,7 +181,7 @@ class ColBERT(nnx.Module):
     settings = ColBERTConfig(**{**pylate_format.read_settings(folder), **overrides,
                                 **({"projection": layers} if layers else {})})
     if not layers:
-      tokenizer, backbone = _with_markers(tokenizer, backbone, settings)
+      return cls.create(backbone, tokenizer, settings)
     module = cls(backbone, settings)
     for layer, tensors in zip(module.projection.layers, weights):
       _assign(layer, tensors, pathlib.Path(folder))
@@ -217,21 +230,11 @@ def _assign(layer, tensors: dict, folder: pathlib.Path) -> None:
   for name, (linear, attr, transpose) in targets.items():
     variable, value = getattr(linear, attr), tensors[name].T if transpose else tensors[name]
     if value.shape != variable[...].shape:
-      raise InputError(folder, f"{name} has shape {tensors[name].shape}, expected {variable[...].T.shape if transpose else variable[...].shape}")
+      expected = variable[...].T.shape if transpose else variable[...].shape
+      raise InputError(folder, f"{name} has shape {tensors[name].shape}, expected {expected}")
     variable[...] = jnp.asarray(value, variable[...].dtype)
 
 
-def _with_markers(tokenizer: tokenizers.Tokenizer, backbone, settings: ColBERTConfig):
-  """The tokenizer with the prefixes it lacks as added tokens (PyLate's tokenizer.add_tokens), and the
-  backbone's embedding table grown to hold them, new rows the mean of the old ones."""
-  missing = [p for p in (settings.query_prefix, settings.document_prefix) if p and tokenizer.token_to_id(p) is None]
-  if not missing:
-    return tokenizer, backbone
-  tokenizer = tokenizers.Tokenizer.from_str(tokenizer.to_str())
-  tokenizer.add_tokens(missing)
-  return tokenizer, hf.resize_vocab(backbone, tokenizer.get_vocab_size(with_added_tokens=True))
-
-
 def _special(tokenizer, name: str, default: str) -> str:
-  """A special token's text from the tokenizer's model (WordPiece, BPE) or `default`."""
+  """A special token's text from the tokenizer's model (WordPiece, BPE, WordLevel), else `default`."""
   return str(getattr(tokenizer.model, name, None) or default)

@@ -76,6 +76,11 @@ class Dense(nnx.Module):
     return True
 
   @classmethod
+  def create(cls, backbone, tokenizer, settings):
+    """(module, tokenizer) of a new retriever on `backbone`."""
+    return cls(backbone, settings), tokenizer
+
+  @classmethod
   def from_folder(cls, backbone, tokenizer, folder, **overrides):
     """(module, tokenizer) of a sentence-transformers (or plain transformers) folder; overrides are Settings fields."""
     return cls(backbone, dataclasses.replace(sentence_config.read(folder), **overrides)), tokenizer
