@@ -1,4 +1,6 @@
-"""Evaluate a dense retriever on a BEIR-format collection through a ScaNN index.
+"""Evaluate a retriever on a BEIR-format collection through its kind's index: ScaNN over dense
+vectors, or over ColBERT's token vectors with exact MaxSim re-scoring; `index.kind=exact` for
+exhaustive search.
 
   python -m retrax.eval --config configs/eval.py --config.model=PATH --config.data=DIR --workdir OUT
 
@@ -27,4 +29,5 @@ def get_config(arg=None):
   c.index.num_leaves = config_dict.placeholder(int)
   c.index.num_leaves_to_search = config_dict.placeholder(int)
   c.index.reorder_k = config_dict.placeholder(int)
+  c.index.k_token = config_dict.placeholder(int)  # multi-vector: nearest document tokens per query token (100)
   return c

@@ -41,8 +41,8 @@ def check_config(config, prefix: str = "config") -> None:
       raise InputError(f"{prefix}.measures", str(e)) from None
   checks.choice(config.index.kind, f"{prefix}.index.kind", INDEX_KINDS)
   checks.choice(config.index.mode, f"{prefix}.index.mode", ("auto",) + scann_index.MODES)
-  for key in scann_index.KEYS[1:]:
-    if config.index[key] is not None:
+  for key in (*scann_index.KEYS[1:], "k_token"):
+    if config.index.get(key) is not None:
       checks.integer(config.index[key], f"{prefix}.index.{key}", low=1)
 
 

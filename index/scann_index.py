@@ -73,7 +73,7 @@ def _check_bounds(config: dict, num_vectors: int, source: str) -> None:
       raise InputError(source, f"{key}: expected 1 to {upper}, found {config[key]}")
 
 
-def _searcher(embeddings: np.ndarray, config: dict):
+def searcher(embeddings: np.ndarray, config: dict):
   builder = scann_ops_pybind.builder(embeddings, 10, "dot_product")
   if config["mode"] == "brute_force":
     return builder.score_brute_force().build()
@@ -104,7 +104,7 @@ class ScannIndex:
       raise ValueError(f"expected embeddings [n > 0, d] for {len(doc_ids)} document ids, got {embeddings.shape}")
     check_finite(embeddings, "embeddings")
     config = choose_config(len(embeddings), overrides)
-    return cls(_searcher(embeddings, config), list(doc_ids), embeddings.shape[1], fingerprint, config)
+    return cls(searcher(embeddings, config), list(doc_ids), embeddings.shape[1], fingerprint, config)
 
   def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(indices int64 [m, k], scores float32 [m, k]) by inner product, best first.

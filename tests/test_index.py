@@ -147,3 +147,41 @@ def test_load_rejects_a_folder_that_is_not_an_index(tmp_path, saved):
   (tmp_path / "metadata.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "doc_ids"}))
   with pytest.raises(InputError, match=r"expected keys \['doc_ids'\]"):
     ScannIndex.load(tmp_path)
+
+
+def _token_vectors(seed, n, lengths, d=16):
+  rng = np.random.default_rng(seed)
+  out = [rng.normal(size=(rng.integers(*lengths), d)).astype(np.float32) for _ in range(n)]
+  return [x / np.linalg.norm(x, axis=1, keepdims=True) for x in out]
+
+
+@pytest.mark.parametrize("overrides", [{}, {"mode": "ah"}], ids=["brute-force", "asymmetric-hashing"])
+def test_the_token_index_finds_what_exhaustive_maxsim_finds(overrides):
+  from retrax.index.multivector import MaxSimIndex
+  from retrax.index.token_index import TokenIndex
+  docs, queries = _token_vectors(0, 400, (3, 30)), _token_vectors(1, 25, (8, 9))
+  exact_ids, exact_scores = MaxSimIndex(docs).search(queries, 10)
+  index = TokenIndex.build(docs, [f"d{i}" for i in range(400)], overrides=overrides, k_token=100)
+  ids, scores = index.search(queries, 10)
+  recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact_ids)])
+  assert recall >= 0.98, recall
+  found = ids == exact_ids                                    # a document found scores as exhaustively
+  np.testing.assert_allclose(scores[found], exact_scores[found], rtol=1e-5)
+
+
+def test_a_saved_token_index_loads_and_names_a_wrong_dimension_or_model(tmp_path):
+  from retrax.index.token_index import TokenIndex
+  docs, queries = _token_vectors(2, 50, (2, 10)), _token_vectors(3, 4, (5, 6))
+  index = TokenIndex.build(docs, [f"d{i}" for i in range(50)], fingerprint="model-a", k_token=20)
+  index.save(tmp_path / "tokens")
+  back = TokenIndex.load(tmp_path / "tokens", dimension=16, fingerprint="model-a")
+  for a, b in zip(index.search(queries, 5), back.search(queries, 5)):
+    np.testing.assert_array_equal(a, b)
+  assert back.doc_ids == index.doc_ids and back.k_token == 20
+  with pytest.raises(InputError, match=r"metadata.json: dimension: expected 128 \(the model's\), found 16"):
+    TokenIndex.load(tmp_path / "tokens", dimension=128)
+  with pytest.raises(InputError, match=r"fingerprint: expected 'model-b' \(the model's\), found 'model-a'"):
+    TokenIndex.load(tmp_path / "tokens", fingerprint="model-b")
+  (tmp_path / "tokens" / "lengths.npy").unlink()
+  with pytest.raises(InputError, match=r"lengths.npy: not a token index: no such file"):
+    TokenIndex.load(tmp_path / "tokens")

@@ -125,13 +125,18 @@ def test_a_tiny_colbert_trains_with_the_generic_trainer_then_loads_and_evaluates
   model = retrax.load(tmp_path / "w")
   assert model.kind.name == "colbert"
   assert [v.shape for v in model.encode_queries(["Who likes Neon Kites?", "Who likes Velvet Harps?"])] == [(16, 16)] * 2
-  evaluated = subprocess.run(
-      [sys.executable, "-m", "retrax.eval", "--config", str(REPO / "configs" / "eval.py"),
-       f"--config.model={tmp_path / 'w'}", f"--config.data={tmp_path / 'w' / 'data'}", "--config.progress=False",
-       "--config.index.kind=exact", "--workdir", str(tmp_path / "eval")],
-      capture_output=True, text=True, cwd=REPO, timeout=600)
-  assert evaluated.returncode == 0, evaluated.stderr
-  assert json.loads((tmp_path / "eval" / "results.json").read_text())["R@10"] > 0.3  # random init: ~0.03
+  results = {}
+  for index in ("scann", "exact"):  # the token index (the default), exhaustive MaxSim
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "retrax.eval", "--config", str(REPO / "configs" / "eval.py"),
+         f"--config.model={tmp_path / 'w'}", f"--config.data={tmp_path / 'w' / 'data'}", "--config.progress=False",
+         f"--config.index.kind={index}", "--workdir", str(tmp_path / index)],
+        capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert (tmp_path / index / "run.trec").is_file()
+    results[index] = json.loads((tmp_path / index / "results.json").read_text())
+  assert results["exact"]["R@10"] > 0.3  # random init: ~0.03
+  assert abs(results["scann"]["nDCG@10"] - results["exact"]["nDCG@10"]) <= 0.003, results
 
   mismatched = subprocess.run([sys.executable, "-m", "retrax.train", "--config", config, "--workdir",
                                str(tmp_path / "m"), "--config.progress=False", "--config.data.query_max_len=12"],

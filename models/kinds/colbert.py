@@ -26,7 +26,9 @@ import tokenizers
 from flax import nnx
 
 from ...errors import InputError
+from ...index import scann_index
 from ...index.multivector import MaxSimIndex, maxsim
+from ...index.token_index import K_TOKEN, TokenIndex
 from .. import pylate_format
 from ..backbones import hf
 from ..heads.pooling import l2_normalize
@@ -207,15 +209,17 @@ class ColBERT(nnx.Module):
 
   @staticmethod
   def check_index(index_config, num_docs: int, source: str) -> None:
-    if index_config.kind != "exact":
-      raise InputError(f"{source}.kind", f"{index_config.kind!r}: multi-vector retrievers have the exact MaxSim "
-                                         "index (exact) today")
+    """Nothing to check before encoding: the token index is sized by the token count."""
+    del index_config, num_docs, source
 
   @staticmethod
   def index(documents: list, doc_ids: list[str], index_config=None, fingerprint: str = ""):
-    """Exhaustive MaxSim over every document's token vectors; `.search(queries, k)` → (indices, scores)."""
-    del doc_ids, index_config, fingerprint
-    return MaxSimIndex(documents)
+    """Exhaustive MaxSim (index_config None or kind "exact"), or ScaNN over the token vectors with
+    exact MaxSim re-scoring (index/token_index.py); `.search(queries, k)` → (indices, scores)."""
+    if index_config is None or index_config.kind == "exact":
+      return MaxSimIndex(documents)
+    return TokenIndex.build(documents, doc_ids, fingerprint, {k: index_config[k] for k in scann_index.KEYS},
+                            k_token=index_config.get("k_token") or K_TOKEN, source="config.index")
 
 
 def _assign(layer, tensors: dict, folder: pathlib.Path) -> None:

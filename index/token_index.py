@@ -1,0 +1,127 @@
+"""Token-level ANN for multi-vector documents, then exact MaxSim (ColBERT's end-to-end retrieval,
+Khattab & Zaharia 2020, §3.6; PyLate's Voyager retrieve):
+
+  1. ScaNN over every document token vector (scann_index.choose_config sizes it by the token count);
+  2. each query token fetches its k′ (`k_token`) nearest tokens; a query's candidates are the
+     union of their documents;
+  3. the candidates are re-scored by the exhaustive index's own `maxsim` on the same padded
+     layout (multivector.pad), so a candidate scores exactly as in the exhaustive MaxSimIndex, in batches
+     padded to a power of two (one compilation per size met).
+
+A query with fewer than k candidates fills the rest with index −1, score −inf. A saved index is a
+folder: ScaNN's searcher, the token vectors and document lengths (.npy), and metadata.json
+(dimension, documents, tokens, k_token, fingerprint, settings, document ids), which `load`
+checks against what the caller expects.
+"""
+import json
+import pathlib
+
+import jax
+import numpy as np
+from scann.scann_ops.py import scann_ops_pybind
+
+from ..errors import InputError
+from ..files import atomic_directory, read_json
+from . import scann_index
+from .multivector import maxsim, pad
+
+METADATA = "metadata.json"
+K_TOKEN = 100  # PyLate's retrieve default
+_maxsim = jax.jit(maxsim)
+
+
+class TokenIndex:
+
+  def __init__(self, searcher, vectors: np.ndarray, lengths: np.ndarray, doc_ids: list[str], *, k_token: int,
+               fingerprint: str, config: dict):
+    self.searcher, self.vectors, self.lengths = searcher, vectors, lengths
+    self.doc_ids, self.k_token, self.fingerprint, self.config = list(doc_ids), k_token, fingerprint, config
+    self.num_vectors, self.dimension = len(doc_ids), vectors.shape[1]
+    self.token_doc = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    self.documents = pad([vectors[s:s + n] for s, n in zip(starts, lengths)], len(lengths), "documents")
+
+  @classmethod
+  def build(cls, documents: list[np.ndarray], doc_ids: list[str], fingerprint: str = "",
+            overrides: dict | None = None, k_token: int = K_TOKEN, source: str = "TokenIndex overrides"):
+    """`documents`: each document's scored token vectors [L_i ≥ 1, d]; overrides as ScannIndex's."""
+    if len(documents) != len(doc_ids) or not documents:
+      raise ValueError(f"expected token vectors for each of the {len(doc_ids)} documents, got {len(documents)}")
+    pad(documents, len(documents), "documents")  # shapes and finiteness, with their messages
+    lengths = np.array([len(d) for d in documents], np.int64)
+    if (lengths == 0).any():
+      raise ValueError(f"{int((lengths == 0).sum())} documents have no token vectors (positions "
+                       f"{np.flatnonzero(lengths == 0)[:5].tolist()})")
+    vectors = np.ascontiguousarray(np.concatenate(documents), np.float32)
+    config = scann_index.choose_config(len(vectors), overrides, source)
+    return cls(scann_index.searcher(vectors, config), vectors, lengths, doc_ids, k_token=k_token,
+               fingerprint=fingerprint, config=config)
+
+  def candidates(self, queries: list[np.ndarray]) -> list[np.ndarray]:
+    """Each query's candidate documents: those of its tokens' k′ nearest document tokens."""
+    flat = np.ascontiguousarray(np.concatenate(queries), np.float32)
+    if flat.ndim != 2 or flat.shape[1] != self.dimension:
+      raise ValueError(f"expected query token vectors of dimension {self.dimension}, got {flat.shape}")
+    k = min(self.k_token, len(self.vectors))
+    pre_reorder = None if self.config["reorder_k"] is None else max(self.config["reorder_k"], k)
+    tokens, scores = self.searcher.search_batched_parallel(flat, final_num_neighbors=k,
+                                                           pre_reorder_num_neighbors=pre_reorder)
+    tokens = np.where(np.isnan(scores), -1, tokens)
+    bounds = np.cumsum([0] + [len(q) for q in queries])
+    return [np.unique(self.token_doc[t[t >= 0]]) for t in (tokens[a:b] for a, b in zip(bounds[:-1], bounds[1:]))]
+
+  def search(self, queries: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices int64 [m, k], scores float32 [m, k]), best first, among each query's candidates."""
+    if not 1 <= k <= self.num_vectors:
+      raise ValueError(f"k must be between 1 and the number of documents ({self.num_vectors}), got {k}")
+    indices = np.full((len(queries), k), -1, np.int64)
+    scores = np.full((len(queries), k), -np.inf, np.float32)
+    for row, (query, found) in enumerate(zip(queries, self.candidates(queries))):
+      size = 1 << max(int(len(found) - 1).bit_length(), 6)
+      chosen = np.zeros(size, np.int64)
+      chosen[:len(found)] = found
+      docs = {key: value[chosen] for key, value in self.documents.items()}
+      padded_query = pad([query], 1, "queries")
+      s = np.asarray(_maxsim(padded_query, docs))[0, :len(found)]
+      top = np.argsort(-s, kind="stable")[:k]
+      indices[row, :len(top)], scores[row, :len(top)] = found[top], s[top]
+    return indices, scores
+
+  def metadata(self) -> dict:
+    return {"dimension": self.dimension, "num_vectors": self.num_vectors, "num_tokens": len(self.vectors),
+            "k_token": self.k_token, "fingerprint": self.fingerprint, "config": self.config,
+            "doc_ids": self.doc_ids}
+
+  def save(self, directory) -> None:
+    """The index as a folder, written whole or not at all (files.atomic_directory)."""
+    with atomic_directory(directory) as partial:
+      self.searcher.serialize(str(partial), relative_path=True)
+      np.save(partial / "vectors.npy", self.vectors)
+      np.save(partial / "lengths.npy", self.lengths)
+      (partial / METADATA).write_text(json.dumps(self.metadata()))
+
+  @classmethod
+  def load(cls, directory, *, dimension: int | None = None, fingerprint: str | None = None) -> "TokenIndex":
+    """The index saved in `directory`; a dimension or fingerprint other than the given one is an InputError."""
+    directory = pathlib.Path(directory)
+    path = directory / METADATA
+    if not path.is_file():
+      raise InputError(path, f"not a token index: expected {METADATA} (written by TokenIndex.save), found no such file")
+    meta = read_json(path)
+    missing = sorted({"dimension", "num_vectors", "num_tokens", "k_token", "fingerprint", "config", "doc_ids"}
+                     - set(meta))
+    if missing:
+      raise InputError(path, f"expected keys {missing}, found {sorted(meta)}")
+    for key, expected in (("dimension", dimension), ("fingerprint", fingerprint)):
+      if expected is not None and meta[key] != expected:
+        raise InputError(path, f"{key}: expected {expected!r} (the model's), found {meta[key]!r}")
+    for name in ("vectors.npy", "lengths.npy", scann_index.ASSETS):
+      if not (directory / name).is_file():
+        raise InputError(directory / name, "not a token index: no such file")
+    vectors, lengths = np.load(directory / "vectors.npy"), np.load(directory / "lengths.npy")
+    if vectors.shape != (meta["num_tokens"], meta["dimension"]) or lengths.sum() != meta["num_tokens"]:
+      raise InputError(directory / "vectors.npy", f"shape {vectors.shape}: expected ({meta['num_tokens']}, "
+                                                  f"{meta['dimension']}) as metadata.json says")
+    searcher = scann_ops_pybind.load_searcher(str(directory), assets_backcompat_shim=False)
+    return cls(searcher, vectors, lengths, meta["doc_ids"], k_token=meta["k_token"], fingerprint=meta["fingerprint"],
+               config=meta["config"])
