@@ -64,6 +64,10 @@ def test_queries_are_marked_and_expanded_with_unattended_masks(bert_folder):
   expected = reference[:1] + [marker] + reference[1:]
   assert batch.input_ids[0].tolist() == expected + [mask_id] * (12 - len(expected))
   assert batch.attention_mask[0].tolist() == [1] * len(expected) + [0] * (12 - len(expected))
+  table = np.asarray(ours.module.backbone.word_embeddings.embedding[...])   # [Q] and [D] appended, mean rows
+  vocab = transformers.AutoTokenizer.from_pretrained(bert_folder).vocab_size
+  assert table.shape[0] == vocab + 2 and (marker, ours.text.markers["document"]) == (vocab, vocab + 1)
+  np.testing.assert_allclose(table[vocab:], np.broadcast_to(table[:vocab].mean(0), (2, table.shape[1])), atol=1e-6)
   attending = retrax.load(bert_folder, kind="colbert", query_length=12, document_length=20,
                           attend_to_expansion_tokens=True)
   assert next(attending.text.batches([TEXTS[0]], "query", 1)).attention_mask[0].tolist() == [1] * 12
