@@ -28,6 +28,6 @@ setup(
     ],
     extras_require={
         "test": ["torch==2.13.0", "sentence-transformers", "pytrec-eval-terrier", "pytest",
-                 "faiss-cpu"],
+                 "faiss-cpu", "voyager"],
     },
 )

@@ -1,0 +1,117 @@
+"""Multi-vector search on SciFact: retrax's token index against exhaustive MaxSim (and Voyager, PyLate's
+HNSW index, where the `voyager` package is installed).
+
+  python benchmarks/multivector_index.py --model RUN_OR_FOLDER [--k-token 100 32] [--cache runs/colbert.npz]
+
+The model's token vectors of the 5,183 SciFact documents and 300 test queries are encoded once
+(read from --cache afterwards). For each index: build seconds, queries per second (after a
+warm-up call), recall@10 against exhaustive MaxSim, the index's memory (its arrays), and
+nDCG@10 on SciFact test. Voyager: one HNSW entry per document token (M 64, ef 200, cosine),
+each query token's k′ neighbours' documents re-scored by the same exact MaxSim, as PyLate's
+retrieve does. PyLate's PLAID needs fast-plaid, which pins torch 2.11 (not this environment's).
+"""
+import argparse
+import pathlib
+import time
+
+import numpy as np
+
+import retrax
+from retrax.eval import beir, metrics
+from retrax.index.multivector import MaxSimIndex
+from retrax.index.token_index import TokenIndex
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCIFACT = ROOT.parent / "shared" / "data" / "beir-scifact"
+
+
+def encoded(model: str, cache: pathlib.Path | None):
+  collection = beir.load_collection(SCIFACT, "test")
+  doc_ids, qids = list(collection.corpus), list(collection.queries)
+  if cache and cache.is_file():
+    data = np.load(cache)
+    split = lambda flat, lengths: np.split(flat, np.cumsum(lengths)[:-1])
+    return (collection, doc_ids, qids, split(data["docs"], data["doc_lengths"]),
+            split(data["queries"], data["query_lengths"]))
+  retriever = retrax.load(model)
+  docs = retriever.encode_documents([beir.document_text(collection.corpus[d]) for d in doc_ids], 32, True)
+  queries = retriever.encode_queries([collection.queries[q] for q in qids], 32, True)
+  if cache:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, docs=np.concatenate(docs), doc_lengths=[len(d) for d in docs],
+             queries=np.concatenate(queries), query_lengths=[len(q) for q in queries])
+  return collection, doc_ids, qids, docs, queries
+
+
+class VoyagerTokens:
+  """PyLate's Voyager retrieve: HNSW over document tokens, candidates re-scored by exact MaxSim."""
+
+  def __init__(self, docs, k_token):
+    import voyager
+    self.index = voyager.Index(voyager.Space.Cosine, num_dimensions=docs[0].shape[1], M=64, ef_construction=200)
+    self.index.add_items(np.concatenate(docs))
+    self.token_doc = np.repeat(np.arange(len(docs)), [len(d) for d in docs])
+    self.exact, self.k_token = MaxSimIndex(docs), k_token
+    self.docs = docs
+
+  def search(self, queries, k):
+    out = np.full((len(queries), k), -1), np.full((len(queries), k), -np.inf, np.float32)
+    for row, q in enumerate(queries):
+      tokens, _ = self.index.query(q, k=self.k_token, query_ef=200)
+      found = np.unique(self.token_doc[tokens.ravel()])
+      s = np.array([(q @ self.docs[i].T).max(1).sum() for i in found])
+      top = np.argsort(-s, kind="stable")[:k]
+      out[0][row, :len(top)], out[1][row, :len(top)] = found[top], s[top]
+    return out
+
+
+def memory_mb(index) -> str:
+  """The arrays an index holds (ScaNN's and Voyager's own structures are not counted)."""
+  if isinstance(index, MaxSimIndex):
+    arrays = index._tiles.values()
+  elif isinstance(index, TokenIndex):
+    arrays = [index.vectors, *index.documents.values()]
+  else:
+    return "—"
+  return f"{sum(np.asarray(a).nbytes for a in arrays) / 2 ** 20:.0f}"
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--model", required=True)
+  parser.add_argument("--k-token", type=int, nargs="+", default=[100, 32])
+  parser.add_argument("--cache", type=pathlib.Path)
+  args = parser.parse_args()
+  collection, doc_ids, qids, docs, queries = encoded(args.model, args.cache)
+  print(f"{len(docs)} documents, {sum(map(len, docs))} token vectors of dimension {docs[0].shape[1]}; "
+        f"{len(queries)} queries\n")
+  builders = [("exhaustive MaxSim (retrax, JAX)", lambda: MaxSimIndex(docs))]
+  builders += [(f"token index, ScaNN (retrax), k′ = {k}", lambda k=k: TokenIndex.build(docs, doc_ids, k_token=k))
+               for k in args.k_token]
+  try:
+    import voyager  # noqa: F401
+    builders += [(f"Voyager HNSW tokens (PyLate's), k′ = {k}", lambda k=k: VoyagerTokens(docs, k))
+                 for k in args.k_token]
+  except ImportError:
+    print("(voyager is not installed: no Voyager rows)\n")
+  print("| index | build s | QPS | recall@10 vs exhaustive | memory MB | nDCG@10 |")
+  print("|---|---|---|---|---|---|")
+  reference = None
+  for name, build in builders:
+    start = time.perf_counter()
+    index = build()
+    built = time.perf_counter() - start
+    index.search(queries[:4], 10)
+    start = time.perf_counter()
+    ids, scores = index.search(queries, 100)
+    qps = len(queries) / (time.perf_counter() - start)
+    reference = ids if reference is None else reference
+    recall = np.mean([len(set(a[:10]) & set(b[:10])) / 10 for a, b in zip(ids, reference)])
+    memory = memory_mb(index)
+    run = {q: {doc_ids[i]: float(s) for i, s in zip(row, srow) if i >= 0} for q, row, srow in zip(qids, ids, scores)}
+    ndcg = metrics.compute(collection.qrels, run, ["nDCG@10"])["nDCG@10"]
+    print(f"| {name} | {built:.1f} | {qps:.1f} | {recall:.4f} | {memory} | {ndcg:.4f} |", flush=True)
+
+
+if __name__ == "__main__":
+  main()
