@@ -85,6 +85,16 @@ def searcher(embeddings: np.ndarray, config: dict):
   return builder.reorder(config["reorder_k"]).build()
 
 
+def search(searcher, config: dict, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+  """(indices int64 [m, k], scores float32 [m, k]) of a built searcher, reordering max(reorder_k, k)
+  candidates; a slot it could not fill is index -1, score -inf."""
+  pre_reorder = None if config["reorder_k"] is None else max(config["reorder_k"], k)
+  indices, scores = searcher.search_batched_parallel(queries, final_num_neighbors=k,
+                                                     pre_reorder_num_neighbors=pre_reorder)
+  empty = np.isnan(scores)
+  return np.where(empty, -1, indices).astype(np.int64), np.where(empty, -np.inf, scores).astype(np.float32)
+
+
 class ScannIndex:
   """Document embeddings [n, d] behind a ScaNN searcher; rows of `search` index `doc_ids`."""
 
@@ -116,11 +126,7 @@ class ScannIndex:
     if queries.ndim != 2 or queries.shape[1] != self.dimension:
       raise ValueError(f"expected queries of shape [m, {self.dimension}], got {queries.shape}")
     check_finite(queries, "queries")
-    pre_reorder = None if self.config["reorder_k"] is None else max(self.config["reorder_k"], k)
-    indices, scores = self.searcher.search_batched_parallel(queries, final_num_neighbors=k,
-                                                            pre_reorder_num_neighbors=pre_reorder)
-    empty = np.isnan(scores)
-    return np.where(empty, -1, indices).astype(np.int64), np.where(empty, -np.inf, scores).astype(np.float32)
+    return search(self.searcher, self.config, queries, k)
 
   def metadata(self) -> dict:
     return {"dimension": self.dimension, "num_vectors": self.num_vectors, "fingerprint": self.fingerprint,

@@ -32,14 +32,13 @@ _maxsim = jax.jit(maxsim)
 
 class TokenIndex:
 
-  def __init__(self, searcher, vectors: np.ndarray, lengths: np.ndarray, doc_ids: list[str], *, k_token: int,
-               fingerprint: str, config: dict):
-    self.searcher, self.vectors, self.lengths = searcher, vectors, lengths
+  def __init__(self, searcher, vectors: np.ndarray, lengths: np.ndarray, documents: dict, doc_ids: list[str], *,
+               k_token: int, fingerprint: str, config: dict):
+    """`vectors` [tokens, d] and `lengths` [n] as the searcher holds them; `documents` their padded layout."""
+    self.searcher, self.vectors, self.lengths, self.documents = searcher, vectors, lengths, documents
     self.doc_ids, self.k_token, self.fingerprint, self.config = list(doc_ids), k_token, fingerprint, config
     self.num_vectors, self.dimension = len(doc_ids), vectors.shape[1]
     self.token_doc = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    self.documents = pad([vectors[s:s + n] for s, n in zip(starts, lengths)], len(lengths), "documents")
 
   @classmethod
   def build(cls, documents: list[np.ndarray], doc_ids: list[str], fingerprint: str = "",
@@ -47,14 +46,14 @@ class TokenIndex:
     """`documents`: each document's scored token vectors [L_i ≥ 1, d]; overrides as ScannIndex's."""
     if len(documents) != len(doc_ids) or not documents:
       raise ValueError(f"expected token vectors for each of the {len(doc_ids)} documents, got {len(documents)}")
-    pad(documents, len(documents), "documents")  # shapes and finiteness, with their messages
+    padded = pad(documents, len(documents), "documents")  # shapes and finiteness checked here
     lengths = np.array([len(d) for d in documents], np.int64)
     if (lengths == 0).any():
       raise ValueError(f"{int((lengths == 0).sum())} documents have no token vectors (positions "
                        f"{np.flatnonzero(lengths == 0)[:5].tolist()})")
     vectors = np.ascontiguousarray(np.concatenate(documents), np.float32)
     config = scann_index.choose_config(len(vectors), overrides, source)
-    return cls(scann_index.searcher(vectors, config), vectors, lengths, doc_ids, k_token=k_token,
+    return cls(scann_index.searcher(vectors, config), vectors, lengths, padded, doc_ids, k_token=k_token,
                fingerprint=fingerprint, config=config)
 
   def candidates(self, queries: list[np.ndarray]) -> list[np.ndarray]:
@@ -62,11 +61,7 @@ class TokenIndex:
     flat = np.ascontiguousarray(np.concatenate(queries), np.float32)
     if flat.ndim != 2 or flat.shape[1] != self.dimension:
       raise ValueError(f"expected query token vectors of dimension {self.dimension}, got {flat.shape}")
-    k = min(self.k_token, len(self.vectors))
-    pre_reorder = None if self.config["reorder_k"] is None else max(self.config["reorder_k"], k)
-    tokens, scores = self.searcher.search_batched_parallel(flat, final_num_neighbors=k,
-                                                           pre_reorder_num_neighbors=pre_reorder)
-    tokens = np.where(np.isnan(scores), -1, tokens)
+    tokens, _ = scann_index.search(self.searcher, self.config, flat, min(self.k_token, len(self.vectors)))
     bounds = np.cumsum([0] + [len(q) for q in queries])
     return [np.unique(self.token_doc[t[t >= 0]]) for t in (tokens[a:b] for a, b in zip(bounds[:-1], bounds[1:]))]
 
@@ -123,5 +118,6 @@ class TokenIndex:
       raise InputError(directory / "vectors.npy", f"shape {vectors.shape}: expected ({meta['num_tokens']}, "
                                                   f"{meta['dimension']}) as metadata.json says")
     searcher = scann_ops_pybind.load_searcher(str(directory), assets_backcompat_shim=False)
-    return cls(searcher, vectors, lengths, meta["doc_ids"], k_token=meta["k_token"], fingerprint=meta["fingerprint"],
-               config=meta["config"])
+    documents = pad(np.split(vectors, np.cumsum(lengths)[:-1]), len(lengths), "documents")
+    return cls(searcher, vectors, lengths, documents, meta["doc_ids"], k_token=meta["k_token"],
+               fingerprint=meta["fingerprint"], config=meta["config"])

@@ -23,9 +23,9 @@ def _dtype_name(dtype) -> str:
 
 def load(path, *, kind: str | None = None, dtype=jnp.float32, **overrides) -> Retriever:
   """`kind`: the registry name to read a Hugging Face folder as (None: the kind its files show,
-  models/kinds); a checkpoint names
-  its own. `dtype`: the compute dtype (float32, bfloat16 or float16). Other keywords override
-  the kind's settings (dense: pooling, normalize, max_length, prompts)."""
+  models/kinds); a checkpoint names its own. `dtype`: the compute dtype (float32, bfloat16 or
+  float16). Other keywords override the kind's settings (dense: pooling, normalize, max_length,
+  prompts)."""
   checks.choice(_dtype_name(dtype), "dtype", DTYPES)
   path = pathlib.Path(path)
   if checkpoint.is_checkpoint(path):

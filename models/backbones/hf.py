@@ -143,18 +143,23 @@ def load_backbone(folder, dtype=jnp.float32):
   return config, model
 
 
-def backbone_tensors(model: nnx.Module, config) -> dict[str, np.ndarray]:
-  """The backbone's weights under their Hugging Face names, float32, in torch's layout."""
-  *_, wmap, _ = architecture(config.to_hf(), "backbone")
+def tensors_of(model: nnx.Module, wmap) -> dict[str, np.ndarray]:
+  """`model`'s weights under the names of a weight map, float32, in torch's layout (assign's inverse)."""
   pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   tensors = {}
-  for hf, path, transpose in wmap(config):
+  for hf, path, transpose in wmap:
     node = pure
     for p in path:
       node = node[p]
     value = np.asarray(node, dtype=np.float32)
     tensors[hf] = np.ascontiguousarray(value.T if transpose else value)
   return tensors
+
+
+def backbone_tensors(model: nnx.Module, config) -> dict[str, np.ndarray]:
+  """The backbone's weights under their Hugging Face names."""
+  *_, wmap, _ = architecture(config.to_hf(), "backbone")
+  return tensors_of(model, wmap(config))
 
 
 def resize_vocab(model: nnx.Module, size: int) -> nnx.Module:

@@ -57,6 +57,15 @@ class ProjectionLayer(nnx.Module):
     self.gate = _linear(din, layer.features, layer.bias, rngs) if layer.gated else None
     self.residual = _linear(din, layer.features, False, rngs) if layer.residual and din != layer.features else None
 
+  def weight_map(self) -> list[tuple[str, tuple, bool]]:
+    """(PyLate Dense key, path in this layer's state, transpose): hf.assign's and hf.tensors_of's map."""
+    out = [("linear.weight", ("linear", "kernel"), True)]
+    if self.layer.bias:
+      out.append(("linear.bias", ("linear", "bias"), False))
+    if self.residual is not None:
+      out.append(("residual.weight", ("residual", "kernel"), True))
+    return out
+
   def __call__(self, x):
     act = ACTIVATIONS[self.layer.activation]
     y = act(self.gate(x)) * self.linear(x) if self.gate is not None else act(self.linear(x))

@@ -17,7 +17,6 @@
   attention computes them (queries then never run unpadded).
 """
 import dataclasses
-import pathlib
 import string
 
 import jax.numpy as jnp
@@ -185,8 +184,8 @@ class ColBERT(nnx.Module):
     if not layers:
       return cls.create(backbone, tokenizer, settings)
     module = cls(backbone, settings)
-    for layer, tensors in zip(module.projection.layers, weights):
-      _assign(layer, tensors, pathlib.Path(folder))
+    for i, (layer, tensors) in enumerate(zip(module.projection.layers, weights)):
+      hf.assign(layer, tensors, layer.weight_map(), f"{folder} (Dense layer {i + 1})")
     return module, tokenizer
 
   def export(self, folder) -> None:
@@ -196,14 +195,7 @@ class ColBERT(nnx.Module):
       raise InputError(folder, f"projection layers {gated} are gated (GLU), which PyLate's Dense chain cannot "
                                "express; save a retrax checkpoint instead (retrax.models.checkpoint.save)")
     hf.export_backbone(self.backbone, self.backbone.config, folder)
-    weights = []
-    for layer in self.projection.layers:
-      tensors = {"linear.weight": np.asarray(layer.linear.kernel[...]).T}
-      if layer.layer.bias:
-        tensors["linear.bias"] = np.asarray(layer.linear.bias[...])
-      if layer.residual is not None:
-        tensors["residual.weight"] = np.asarray(layer.residual.kernel[...]).T
-      weights.append(tensors)
+    weights = [hf.tensors_of(layer, layer.weight_map()) for layer in self.projection.layers]
     pylate_format.write(folder, self.settings.projection, weights, dataclasses.asdict(self.settings),
                         self.backbone.config.hidden_size)
 
@@ -220,23 +212,6 @@ class ColBERT(nnx.Module):
       return MaxSimIndex(documents)
     return TokenIndex.build(documents, doc_ids, fingerprint, {k: index_config[k] for k in scann_index.KEYS},
                             k_token=index_config.get("k_token") or K_TOKEN, source="config.index")
-
-
-def _assign(layer, tensors: dict, folder: pathlib.Path) -> None:
-  """PyLate Dense weights ([out, in] torch layout) into a ProjectionLayer."""
-  targets = {"linear.weight": (layer.linear, "kernel", True)}
-  if layer.layer.bias:
-    targets["linear.bias"] = (layer.linear, "bias", False)
-  if layer.residual is not None:
-    targets["residual.weight"] = (layer.residual, "kernel", True)
-  if set(tensors) != set(targets):
-    raise InputError(folder, f"a Dense layer holds {sorted(tensors)}; its config calls for {sorted(targets)}")
-  for name, (linear, attr, transpose) in targets.items():
-    variable, value = getattr(linear, attr), tensors[name].T if transpose else tensors[name]
-    if value.shape != variable[...].shape:
-      expected = variable[...].T.shape if transpose else variable[...].shape
-      raise InputError(folder, f"{name} has shape {tensors[name].shape}, expected {expected}")
-    variable[...] = jnp.asarray(value, variable[...].dtype)
 
 
 def _special(tokenizer, name: str, default: str) -> str:
