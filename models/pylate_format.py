@@ -25,9 +25,16 @@ _ACTIVATION_NAMES = {v: k for k, v in TORCH_ACTIVATIONS.items()}
 
 
 def is_pylate(folder) -> bool:
-  """A folder whose config_sentence_transformers.json says model_type ColBERT."""
+  """A folder whose config_sentence_transformers.json says model_type ColBERT or similarity MaxSim
+  (PyLate keeps the config of a sentence-transformers model it was built from, model_type aside),
+  or whose modules.json holds a PyLate Dense."""
   path = pathlib.Path(folder) / "config_sentence_transformers.json"
-  return path.is_file() and read_json(path).get("model_type") == "ColBERT"
+  config = read_json(path) if path.is_file() else {}
+  if config.get("model_type") == "ColBERT" or config.get("similarity_fn_name") == "MaxSim":
+    return True
+  modules = pathlib.Path(folder) / "modules.json"
+  return modules.is_file() and any(isinstance(m, dict) and m.get("type") == DENSE_TYPES[0]
+                                   for m in read_json(modules, list))
 
 
 def dense_folders(folder) -> list[str]:

@@ -221,6 +221,9 @@ HAND = [
     (L.margin_mse, [[3.0, 1.0, 0.0]], [[2.0, 1.0, 1.0]], {}, 2.5),
     # q = (3/4, 1/4), p = (1/2, 1/2)
     (L.kl_distill, [[0.0, 0.0]], [[math.log(3), 0.0]], {}, 0.75 * math.log(1.5) + 0.25 * math.log(0.5)),
+    # min_max: student (5, 7, 6) -> (0, 1, 1/2) (PyLate's normalize_scores), teacher uniform:
+    # -log 3 - mean(s') + lse(s')
+    (L.kl_distill, [[5.0, 7.0, 6.0]], [[0.0, 0.0, 0.0]], {"min_max": True}, -math.log(3) - 0.5 + lse(0, 1, 0.5)),
     (L.listnet, [[0.0, 0.0]], [[math.log(3), 0.0]], {}, math.log(2)),
     # p rows (1/2, 1/2), (3/4, 1/4); q rows (1/2, 1/2), (1/4, 3/4): only the means differ by (1/4, -1/4)
     (L.wasserstein, [[0.0, 0.0], [math.log(3), 0.0]], [[0.0, 0.0], [0.0, math.log(3)]], {}, 0.125),

@@ -190,12 +190,24 @@ def _listwise(scores, labels, mask, temperature, teacher_temperature):
   return log_p, log_q, jnp.exp(log_q), mask
 
 
-def kl_distill(scores, labels, mask=None, temperature=1.0, teacher_temperature=1.0):
+def _min_max(scores, mask):
+  """Each row mapped to (s - min) / (max - min + 1e-8) over its valid entries."""
+  low = jnp.min(jnp.where(mask, scores, jnp.inf), axis=-1, keepdims=True)
+  high = jnp.max(jnp.where(mask, scores, -jnp.inf), axis=-1, keepdims=True)
+  return jnp.where(mask, (scores - low) / (high - low + 1e-8), 0)
+
+
+def kl_distill(scores, labels, mask=None, temperature=1.0, teacher_temperature=1.0, min_max=False):
   """Listwise distillation: KL(q || p) = sum_i q_i (log q_i - log p_i) over valid candidates,
   q = softmax(t / T_t) (teacher scores t = labels), p = softmax(s / T) (Hinton et al. 2015).
 
-  Mean over rows with a valid candidate.
+  min_max: the student's scores are first min-max normalised per row, s <- (s - min) / (max - min
+  + 1e-8) over the valid candidates (PyLate's Distillation, normalize_scores=True). Mean over rows
+  with a valid candidate.
   """
+  if min_max:
+    scores, labels, mask = _prepare(scores, labels, mask)
+    scores = _min_max(scores, mask)
   log_p, log_q, q, mask = _listwise(scores, labels, mask, temperature, teacher_temperature)
   return _row_mean(_masked_sum(q * (log_q - log_p), mask), mask.any(axis=-1))
 

@@ -96,9 +96,17 @@ def _read_torch_bin(path):
   return {k: v.float().numpy() for k, v in state.items()}
 
 
-def _strip_prefix(tensors, expected):
+# TensorFlow-era names that transformers still reads (and writes back) for LayerNorm parameters.
+LEGACY_NORM_NAMES = ((".gamma", ".weight"), (".beta", ".bias"))
+
+
+def _canonical_names(tensors, expected):
+  """Keys without a head's base prefix (`bert.`, …) and with LayerNorm's gamma/beta as weight/bias."""
   out = {}
   for key, value in tensors.items():
+    for old, new in LEGACY_NORM_NAMES:
+      if key.endswith(old) and key[:-len(old)] + new not in tensors:
+        key = key[:-len(old)] + new
     for prefix in BASE_PREFIXES:
       if key.startswith(prefix) and key[len(prefix):] in expected:
         key = key[len(prefix):]
@@ -110,7 +118,7 @@ def _strip_prefix(tensors, expected):
 def assign(model: nnx.Module, tensors: dict, wmap, source) -> None:
   """Copies checkpoint tensors into `model` in place; a missing, extra or misshapen weight is an error."""
   expected = {hf for hf, _, _ in wmap}
-  tensors = _strip_prefix(tensors, expected)
+  tensors = _canonical_names(tensors, expected)
   missing = sorted(expected - tensors.keys())
   extra = sorted(k for k in tensors.keys() - expected if not UNUSED.match(k))
   if missing or extra:

@@ -1,0 +1,176 @@
+"""ColBERT against PyLate 1.6 itself, run in its own environment (tests/pylate_reference.py; the
+README's test command builds .venv-pylate): models that PyLate builds and saves, retrax's exports
+loaded by PyLate, and PyLate's training losses with their gradients."""
+import json
+import os
+import pathlib
+import subprocess
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+import transformers
+
+import retrax
+from retrax.index.multivector import maxsim
+from retrax.models.wheel import minilm_path
+from retrax.train import objective
+from retrax.train.optimizer import make_optimizer
+from retrax.train.step import StepBuilder
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PYTHON = pathlib.Path(os.environ.get("RETRAX_PYLATE_PYTHON", REPO / ".venv-pylate" / "bin" / "python"))
+TEXTS = ["what is the cell cycle?", "The cell cycle, or cell-division cycle, is a series of events; it ends!",
+         "x y z, and; more!", "short"]
+LENGTHS = dict(query_length=12, document_length=20)
+FFN_RESIDUAL = [dict(in_features=32, out_features=64, bias=True, activation="gelu", use_residual=True),
+                dict(in_features=64, out_features=16, bias=False, use_residual=True)]
+
+pytestmark = pytest.mark.skipif(not PYTHON.is_file(), reason=f"PyLate's environment {PYTHON} is absent (the README's "
+                                                             "test command builds it)")
+
+
+def pylate(request: dict, tmp_path) -> dict:
+  """Runs tests/pylate_reference.py on `request` in PyLate's environment; its arrays."""
+  (tmp_path / "request.json").write_text(json.dumps(request))
+  out = tmp_path / "pylate.npz"
+  env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+  done = subprocess.run([str(PYTHON), str(REPO / "tests" / "pylate_reference.py"), str(tmp_path / "request.json"),
+                         str(out)], capture_output=True, text=True, env=env)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return dict(np.load(out))
+
+
+def _tokenizer():
+  return transformers.AutoTokenizer.from_pretrained(minilm_path())
+
+
+@pytest.fixture(scope="module", params=["bert", "modernbert"])
+def backbone(request, tmp_path_factory):
+  """A tiny random BERT or ModernBERT (torch) with MiniLM's uncased vocabulary. ModernBERT's window
+  (±8) bites on documents (20 tokens); it holds a real query token for every expansion position,
+  as ModernBERT's ±64 does: a window of masked keys alone is computed differently by
+  transformers 5.3 and 5.23."""
+  import torch
+  folder, tokenizer = tmp_path_factory.mktemp(request.param), _tokenizer()
+  torch.manual_seed(0)
+  common = dict(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                intermediate_size=64, max_position_embeddings=64)
+  if request.param == "bert":
+    model = transformers.BertModel(transformers.BertConfig(**common))
+  else:
+    model = transformers.ModernBertModel(transformers.ModernBertConfig(
+        **common, local_attention=16, global_attn_every_n_layers=2, pad_token_id=tokenizer.pad_token_id,
+        cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id, attn_implementation="eager"))
+  model.save_pretrained(folder)
+  tokenizer.save_pretrained(folder)
+  return folder
+
+
+def _assert_same_vectors(ours: list, theirs: list, atol=1e-4):
+  assert len(ours) == len(theirs)
+  for a, b in zip(ours, theirs):
+    assert a.shape == b.shape                  # the same tokens kept: expansion, skiplist
+    np.testing.assert_allclose(a, b, atol=atol)
+
+
+def _theirs(arrays, key, n):
+  return [arrays[f"{key}{i}"] for i in range(n)]
+
+
+def _scores(queries, documents):
+  pad = lambda vs: {"vectors": np.stack([np.pad(v, ((0, max(map(len, vs)) - len(v)), (0, 0))) for v in vs]),
+                    "mask": np.stack([np.arange(max(map(len, vs))) < len(v) for v in vs])}
+  return np.asarray(maxsim(pad(queries), pad(documents)))
+
+
+@pytest.mark.parametrize("projection", [None, FFN_RESIDUAL], ids=["pylate-default", "ffn-upscaled-residual"])
+def test_a_colbert_built_by_pylate_encodes_and_scores_alike(backbone, tmp_path, projection):
+  """PyLate builds ([Q]/[D] added with its random rows, its projection) and saves; retrax loads the folder."""
+  arrays = pylate({"build": {"backbone": str(backbone), "out": str(tmp_path / "pylate"), "embedding_size": 16,
+                             "projection": projection, **LENGTHS},
+                   "encode": {"queries": TEXTS, "documents": TEXTS}}, tmp_path)
+  ours = retrax.load(tmp_path / "pylate")
+  assert ours.kind.name == "colbert"
+  q, d = ours.encode_queries(TEXTS), ours.encode_documents(TEXTS)
+  _assert_same_vectors(q, _theirs(arrays, "q", len(TEXTS)))
+  _assert_same_vectors(d, _theirs(arrays, "d", len(TEXTS)))
+  np.testing.assert_allclose(_scores(q, d), _scores(_theirs(arrays, "q", 4), _theirs(arrays, "d", 4)), atol=1e-4)
+
+
+def test_an_exported_colbert_loads_in_pylate_with_the_same_vectors(backbone, tmp_path):
+  projection = [{"features": 64, "activation": "gelu", "residual": True}, {"features": 16, "residual": True}]
+  ours = retrax.load(backbone, kind="colbert", projection=projection, **LENGTHS)
+  ours.save_pretrained(tmp_path / "export")
+  arrays = pylate({"load": str(tmp_path / "export"), "encode": {"queries": TEXTS, "documents": TEXTS}}, tmp_path)
+  _assert_same_vectors(ours.encode_queries(TEXTS), _theirs(arrays, "q", len(TEXTS)))
+  _assert_same_vectors(ours.encode_documents(TEXTS), _theirs(arrays, "d", len(TEXTS)))
+
+
+def test_minilm_colbert_built_by_pylate_matches_on_scifact(shared_data, tmp_path):
+  """all-MiniLM-L6-v2 + PyLate's random 128-d projection; 200 SciFact documents and 100 queries:
+  every token vector within cosine 0.9999 of PyLate's, the same tokens kept."""
+  from retrax.eval import beir
+  collection = beir.load_collection(shared_data / "beir-scifact", "test")
+  documents = [beir.document_text(d) for d in list(collection.corpus.values())[:200]]
+  queries = list(collection.queries.values())[:100]
+  arrays = pylate({"build": {"backbone": str(minilm_path()), "out": str(tmp_path / "pylate"), "embedding_size": 128},
+                   "encode": {"queries": queries, "documents": documents}}, tmp_path)
+  ours = retrax.load(tmp_path / "pylate")
+  for got, key in ((ours.encode_documents(documents), "d"), (ours.encode_queries(queries), "q")):
+    reference = _theirs(arrays, key, len(got))
+    worst = 1.0
+    for a, b in zip(got, reference):
+      assert a.shape == b.shape
+      worst = min(worst, float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min()))
+    assert worst >= 0.9999, (key, worst)
+
+
+def _batch(ours, queries, documents, labels):
+  """A training batch of B queries with N candidates each, every row padded to the side's length."""
+  b, n = len(documents), len(documents[0])
+  query_ids, query_mask = ours.text.tokenize(queries, "query")
+  doc_ids, doc_mask = ours.text.tokenize([d for row in documents for d in row], "document")
+  doc_index = np.arange(b * n, dtype=np.int32).reshape(b, n)
+  return dict(query_ids=query_ids, query_mask=query_mask, doc_ids=doc_ids.reshape(b, n, -1),
+              doc_mask=doc_mask.reshape(b, n, -1), labels=np.asarray(labels, np.float32),
+              candidate_mask=np.ones((b, n), bool), doc_index=doc_index, query_positives=doc_index[:, :1].copy())
+
+
+DOCUMENTS = [["the cell cycle is a series of events.", "x y z, and; more!", "cells divide"],
+             ["short", "The cell cycle, or cell-division cycle, ends!", "mitosis: one phase"]]
+TEACHER = [[3.0, -1.0, 0.5], [0.2, 2.0, 1.0]]
+
+
+@pytest.mark.parametrize("loss", [{"name": "contrastive"},
+                                  {"name": "distillation", "normalize_scores": True},
+                                  {"name": "distillation", "normalize_scores": False}],
+                         ids=["contrastive", "distillation-min-max", "distillation"])
+def test_colbert_losses_and_gradients_match_pylates(backbone, tmp_path, loss):
+  """PyLate's Contrastive (every document of the batch a candidate, temperature 1) and Distillation
+  (KL to the teacher's softmax, optionally of min-max normalised MaxSim scores) against the
+  trainer's objective on the same folder: the loss, and the gradient of each projection layer."""
+  queries = [TEXTS[0], "what ends the cycle?"]
+  arrays = pylate({"build": {"backbone": str(backbone), "out": str(tmp_path / "pylate"), "projection": FFN_RESIDUAL,
+                             **LENGTHS},
+                   "loss": {**loss, "queries": queries, "documents": DOCUMENTS, "labels": TEACHER}}, tmp_path)
+  ours = retrax.load(tmp_path / "pylate")
+  if loss["name"] == "contrastive":
+    config, labels = dict(name="info_nce", temperature=1.0, in_batch_negatives=True), np.eye(3)[[0, 0]]
+  else:
+    config = dict(name="kl_distill", min_max=loss["normalize_scores"], in_batch_negatives=False)
+    labels = TEACHER
+  optimizer = make_optimizer(ml_collections.ConfigDict(dict(
+      warmup_steps=0, total_steps=1, schedule="linear", learning_rate=1e-3, grad_clip_norm=1.0, adam_b1=0.9,
+      adam_b2=0.999, adam_eps=1e-8, weight_decay=0.0)))
+  builder = StepBuilder(ours.graphdef, objective.loss_fn(ml_collections.ConfigDict(config)),
+                        config["in_batch_negatives"], optimizer, dropout=0.0)
+  params = jax.tree.map(np.asarray, ours.params.to_pure_dict())
+  batch, key = _batch(ours, queries, DOCUMENTS, labels), jax.random.key(0)
+  (value, _), grads = jax.value_and_grad(builder.batch_loss, has_aux=True)(params, batch, key, key)
+  np.testing.assert_allclose(float(value), float(arrays["loss"]), rtol=1e-5)
+  for i in range(len(FFN_RESIDUAL)):
+    reference = arrays[f"grad{i}"].T                             # torch's [out, in]
+    np.testing.assert_allclose(grads["projection"]["layers"][i]["linear"]["kernel"], reference, rtol=1e-4,
+                               atol=1e-4 * np.abs(reference).max())
