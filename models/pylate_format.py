@@ -18,13 +18,13 @@ from ..files import atomic_path, read_json, write_atomic
 from .heads.projection import TORCH_ACTIVATIONS, Layer
 
 DENSE_TYPES = ("pylate.models.Dense.Dense", "sentence_transformers.models.Dense",
-               "sentence_transformers.models.Dense.Dense")
+               "sentence_transformers.models.Dense.Dense", "sentence_transformers.base.modules.dense.Dense")
 CONFIG_KEYS = ("query_prefix", "document_prefix", "query_length", "document_length", "do_query_expansion",
                "attend_to_expansion_tokens", "skiplist_words")
 _ACTIVATION_NAMES = {v: k for k, v in TORCH_ACTIVATIONS.items()}
 
 
-def is_pylate(folder) -> bool:
+def claims(folder) -> bool:
   """A folder whose config_sentence_transformers.json says model_type ColBERT or similarity MaxSim
   (PyLate keeps the config of a sentence-transformers model it was built from, model_type aside),
   or whose modules.json holds a PyLate Dense."""
@@ -49,6 +49,12 @@ def dense_folders(folder) -> list[str]:
     if module["type"] in DENSE_TYPES:
       out.append(module.get("path", ""))
   return out
+
+
+def read(folder, tokenizer, backbone_config) -> tuple[dict, tuple[Layer, ...], list[dict[str, np.ndarray]]]:
+  """(ColBERTConfig fields, projection layers, their weights) of a PyLate folder."""
+  del tokenizer
+  return (read_settings(folder), *read_dense_chain(folder, backbone_config.hidden_size))
 
 
 def read_settings(folder) -> dict:

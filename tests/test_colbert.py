@@ -1,5 +1,8 @@
 """ColBERT (models/kinds/colbert.py) against its references: PyLate's MaxSim example, and
-sentence-transformers 6's MultiVectorEncoder loading the PyLate folders retrax exports."""
+sentence-transformers 6's MultiVectorEncoder loading the PyLate folders retrax exports, and
+retrax loading the MultiVectorEncoder's own folders."""
+import json
+
 import numpy as np
 import pytest
 import transformers
@@ -99,3 +102,74 @@ def test_exhaustive_maxsim_search_is_brute_force():
   brute = np.array([[(q @ d.T).max(1).sum() for d in docs] for q in queries])
   np.testing.assert_array_equal(indices, np.argsort(-brute, axis=1, kind="stable")[:, :5])
   np.testing.assert_allclose(scores, np.sort(brute, axis=1)[:, ::-1][:, :5], rtol=1e-5)
+
+
+def _assert_encodes_as(ours, theirs, atol=1e-5):
+  for side, reference in (("queries", theirs.encode_query(TEXTS)), ("documents", theirs.encode_document(TEXTS))):
+    for a, b in zip(getattr(ours, f"encode_{side}")(TEXTS), reference):
+      assert a.shape == np.shape(b), side
+      np.testing.assert_allclose(a, np.asarray(b), atol=atol)
+
+
+def test_native_multi_vector_encoder_folders_load_with_their_vectors(bert_folder, tmp_path):
+  """sentence-transformers 6's own layout: a PyLate export it re-saves (prompts as markers, fixed
+  expansion, punctuation skiplist), and one it builds on a plain BERT (no markers, no expansion,
+  no skiplist, its random 128-d Dense)."""
+  from sentence_transformers.multi_vector_encoder import MultiVectorEncoder
+  retrax.load(bert_folder, kind="colbert", projection=FFN_RESIDUAL, query_length=12,
+              document_length=20).save_pretrained(tmp_path / "pylate")
+  MultiVectorEncoder(str(tmp_path / "pylate"), device="cpu").save_pretrained(str(tmp_path / "resaved"))
+  MultiVectorEncoder(str(bert_folder), device="cpu").save_pretrained(str(tmp_path / "built"))
+  for name in ("resaved", "built"):
+    theirs, ours = MultiVectorEncoder(str(tmp_path / name), device="cpu"), retrax.load(tmp_path / name)
+    assert ours.kind.name == "colbert", name
+    _assert_encodes_as(ours, theirs)
+  assert retrax.load(tmp_path / "resaved").settings.query_prefix == "[Q] "
+  assert not retrax.load(tmp_path / "built").settings.do_query_expansion
+
+
+def test_a_min_expansion_multi_vector_encoder_is_refused_by_name(bert_folder, tmp_path):
+  from sentence_transformers.multi_vector_encoder import MultiVectorEncoder
+  retrax.load(bert_folder, kind="colbert", query_length=12, document_length=20).save_pretrained(tmp_path / "pylate")
+  MultiVectorEncoder(str(tmp_path / "pylate"), device="cpu").save_pretrained(str(tmp_path / "native"))
+  path = tmp_path / "native" / "sentence_bert_config.json"
+  config = json.loads(path.read_text())
+  config["query_expansion"]["strategy"] = "min"
+  path.write_text(json.dumps(config))
+  with pytest.raises(InputError, match=r"sentence_bert_config.json: query_expansion .*\"min\" lets longer queries"):
+    retrax.load(tmp_path / "native")
+
+
+@pytest.mark.parametrize("name,labels", [
+    ("margin_mse", [[4.0, 1.0, 0.5], [2.0, 3.0, -1.0]]),      # teacher scores; column 0 the positive
+    ("lse_pair", [[1, 1, 0], [1, 0, 0]]),                     # two positives for the first query
+    ("sum_marg_lh", [[1, 1, 0], [1, 0, 0]])])
+def test_the_trainers_maxsim_losses_are_the_losses_of_encoded_vectors(bert_folder, name, labels):
+  """The training objective (padded token batches, MaxSim in the step) equals the loss of the
+  brute-force MaxSim of what `encode_queries` / `encode_documents` return (scored tokens alone)."""
+  import jax
+  import ml_collections
+  from retrax.train import losses, objective
+  from retrax.train.optimizer import make_optimizer
+  from retrax.train.step import StepBuilder
+  ours = retrax.load(bert_folder, kind="colbert", projection=FFN_RESIDUAL, query_length=12, document_length=20)
+  queries, documents = TEXTS[:2], [TEXTS[1:4], [TEXTS[0], "cells divide; twice.", "mitosis"]]
+  query_ids, query_mask = ours.text.tokenize(queries, "query")
+  doc_ids, doc_mask = ours.text.tokenize([d for row in documents for d in row], "document")
+  batch = dict(query_ids=query_ids, query_mask=query_mask, doc_ids=doc_ids.reshape(2, 3, -1),
+               doc_mask=doc_mask.reshape(2, 3, -1), labels=np.asarray(labels, np.float32),
+               candidate_mask=np.ones((2, 3), bool), doc_index=np.arange(6, dtype=np.int32).reshape(2, 3),
+               query_positives=np.array([[0, 1], [3, -1]], np.int32))
+  config = ml_collections.ConfigDict(dict(name=name, in_batch_negatives=False,
+                                          **({} if name == "margin_mse" else {"temperature": 0.5})))
+  optimizer = make_optimizer(ml_collections.ConfigDict(dict(
+      warmup_steps=0, total_steps=1, schedule="linear", learning_rate=1e-3, grad_clip_norm=1.0, adam_b1=0.9,
+      adam_b2=0.999, adam_eps=1e-8, weight_decay=0.0)))
+  builder = StepBuilder(ours.graphdef, objective.loss_fn(config), False, optimizer, dropout=0.0)
+  key = jax.random.key(0)
+  value, _ = builder.batch_loss(jax.tree.map(np.asarray, ours.params.to_pure_dict()), batch, key, key)
+  q = ours.encode_queries(queries)
+  scores = np.array([[(q[b] @ d.T).max(1).sum() for d in ours.encode_documents(row)] for b, row in enumerate(documents)])
+  hparams = {k: v for k, v in config.items() if k not in ("name", "in_batch_negatives")}
+  expected = getattr(losses, name)(scores.astype(np.float32), np.asarray(labels, np.float32), **hparams)
+  np.testing.assert_allclose(float(value), float(expected), rtol=1e-5)

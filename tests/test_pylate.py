@@ -174,3 +174,31 @@ def test_colbert_losses_and_gradients_match_pylates(backbone, tmp_path, loss):
     reference = arrays[f"grad{i}"].T                             # torch's [out, in]
     np.testing.assert_allclose(grads["projection"]["layers"][i]["linear"]["kernel"], reference, rtol=1e-4,
                                atol=1e-4 * np.abs(reference).max())
+
+
+@pytest.mark.parametrize("metadata", [{"query_maxlen": 12, "doc_maxlen": 20, "dim": 16, "attend_to_mask_tokens": False,
+                                       "query_token_id": "[unused0]", "doc_token_id": "[unused1]"}, None],
+                         ids=["artifact-metadata", "no-metadata"])
+def test_a_stanford_colbert_folder_reads_as_pylate_reads_it(tmp_path, metadata):
+  """An HF_ColBERT checkpoint (stanford-futuredata/ColBERT's layout: BertModel under `bert.`, a
+  bias-free `linear` [dim, hidden], artifact.metadata), loaded by PyLate and by retrax."""
+  import torch
+  from safetensors.torch import save_file
+  folder, tokenizer = tmp_path / "stanford", _tokenizer()
+  torch.manual_seed(0)
+  config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                   num_attention_heads=4, intermediate_size=64, max_position_embeddings=256,
+                                   architectures=["HF_ColBERT"])
+  bert = transformers.BertModel(config)
+  weights = {f"bert.{k}": v.contiguous() for k, v in bert.state_dict().items()}
+  folder.mkdir()
+  save_file({**weights, "linear.weight": torch.randn(16, 32)}, str(folder / "model.safetensors"))
+  config.save_pretrained(folder)
+  tokenizer.save_pretrained(folder)
+  if metadata:
+    (folder / "artifact.metadata").write_text(json.dumps(metadata))
+  arrays = pylate({"load": str(folder), "encode": {"queries": TEXTS, "documents": TEXTS}}, tmp_path)
+  ours = retrax.load(folder)
+  assert ours.kind.name == "colbert" and ours.text.markers == {"query": 1, "document": 2}   # [unused0], [unused1]
+  _assert_same_vectors(ours.encode_queries(TEXTS), _theirs(arrays, "q", len(TEXTS)))
+  _assert_same_vectors(ours.encode_documents(TEXTS), _theirs(arrays, "d", len(TEXTS)))

@@ -100,27 +100,31 @@ def _read_torch_bin(path):
 LEGACY_NORM_NAMES = ((".gamma", ".weight"), (".beta", ".bias"))
 
 
-def _canonical_names(tensors, expected):
-  """Keys without a head's base prefix (`bert.`, …) and with LayerNorm's gamma/beta as weight/bias."""
-  out = {}
+def _canonical_names(tensors, expected) -> tuple[dict, set]:
+  """(tensors, heads): keys without the base model's prefix (`bert.`, …) and with LayerNorm's
+  gamma/beta as weight/bias; heads are the keys outside that prefix when the checkpoint has one
+  (a task model's heads, e.g. Stanford ColBERT's `linear.weight`), which the backbone ignores as
+  transformers does."""
+  out, prefixed = {}, False
   for key, value in tensors.items():
     for old, new in LEGACY_NORM_NAMES:
       if key.endswith(old) and key[:-len(old)] + new not in tensors:
         key = key[:-len(old)] + new
     for prefix in BASE_PREFIXES:
-      if key.startswith(prefix) and key[len(prefix):] in expected:
-        key = key[len(prefix):]
+      if key.startswith(prefix) and (key[len(prefix):] in expected or UNUSED.match(key[len(prefix):])):
+        key, prefixed = key[len(prefix):], True
         break
     out[key] = value
-  return out
+  heads = {k for k in tensors if not k.startswith(BASE_PREFIXES)} - expected if prefixed else set()
+  return out, heads
 
 
 def assign(model: nnx.Module, tensors: dict, wmap, source) -> None:
   """Copies checkpoint tensors into `model` in place; a missing, extra or misshapen weight is an error."""
   expected = {hf for hf, _, _ in wmap}
-  tensors = _canonical_names(tensors, expected)
+  tensors, heads = _canonical_names(tensors, expected)
   missing = sorted(expected - tensors.keys())
-  extra = sorted(k for k in tensors.keys() - expected if not UNUSED.match(k))
+  extra = sorted(k for k in tensors.keys() - expected - heads if not UNUSED.match(k))
   if missing or extra:
     raise InputError(source, f"weights do not match the architecture: missing {missing[:5]}"
                      f"{' …' if len(missing) > 5 else ''}, unexpected {extra[:5]}{' …' if len(extra) > 5 else ''}")

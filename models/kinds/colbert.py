@@ -28,11 +28,14 @@ from ...errors import InputError
 from ...index import scann_index
 from ...index.multivector import MaxSimIndex, maxsim
 from ...index.token_index import K_TOKEN, TokenIndex
-from .. import pylate_format
+from .. import multi_vector_format, pylate_format, stanford_format
 from ..backbones import hf
 from ..heads.pooling import l2_normalize
 from ..heads.projection import Layer, Projection
 from ..text import TextPath, check_max_length
+
+# The folder formats a ColBERT loads from (each: claims(folder), read(folder, tokenizer, backbone_config)).
+FORMATS = (pylate_format, multi_vector_format, stanford_format)
 
 
 def _layers(value) -> tuple[Layer, ...]:
@@ -158,7 +161,7 @@ class ColBERT(nnx.Module):
 
   @classmethod
   def claims(cls, folder) -> bool:
-    return pylate_format.is_pylate(folder)
+    return any(f.claims(folder) for f in FORMATS)
 
   @classmethod
   def create(cls, backbone, tokenizer, settings: ColBERTConfig):
@@ -174,13 +177,14 @@ class ColBERT(nnx.Module):
 
   @classmethod
   def from_folder(cls, backbone, tokenizer, folder, **overrides):
-    """(module, tokenizer) of a PyLate folder, or a new ColBERT (a fresh projection, [Q] and [D]
-    added to the tokenizer and the embedding table) on the backbone of any other folder."""
-    layers, weights = pylate_format.read_dense_chain(folder, backbone.config.hidden_size)
+    """(module, tokenizer) of a PyLate, sentence-transformers MultiVectorEncoder or Stanford ColBERT
+    folder, or a new ColBERT (a fresh projection, [Q] and [D] added to the tokenizer and the
+    embedding table) on the backbone of any other folder."""
+    fmt = next((f for f in FORMATS if f.claims(folder)), None)
+    found, layers, weights = fmt.read(folder, tokenizer, backbone.config) if fmt else ({}, (), [])
     if layers and "projection" in overrides:
-      raise InputError(folder, "holds a PyLate projection; a projection override would discard it")
-    settings = ColBERTConfig(**{**pylate_format.read_settings(folder), **overrides,
-                                **({"projection": layers} if layers else {})})
+      raise InputError(folder, "holds a ColBERT projection; a projection override would discard it")
+    settings = ColBERTConfig(**{**found, **overrides, **({"projection": layers} if layers else {})})
     if not layers:
       return cls.create(backbone, tokenizer, settings)
     module = cls(backbone, settings)
