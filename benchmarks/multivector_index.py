@@ -1,7 +1,7 @@
-"""Multi-vector search on SciFact: retrax's token index against exhaustive MaxSim (and Voyager, PyLate's
-HNSW index, where the `voyager` package is installed).
+"""Multi-vector search on SciFact: retrax's token index against exhaustive MaxSim (and, with --voyager,
+Voyager, PyLate's HNSW index).
 
-  python benchmarks/multivector_index.py --model RUN_OR_FOLDER [--k-token 100 32] [--cache runs/colbert.npz]
+  python benchmarks/multivector_index.py --model RUN_OR_FOLDER [--k-token 100 32] [--cache runs/colbert.npz] [--voyager]
 
 The model's token vectors of the 5,183 SciFact documents and 300 test queries are encoded once
 (read from --cache afterwards). For each index: build seconds, queries per second (after a
@@ -9,9 +9,15 @@ warm-up call), recall@10 against exhaustive MaxSim, the index's memory (its arra
 nDCG@10 on SciFact test. Voyager: one HNSW entry per document token (M 64, ef 200, cosine),
 each query token's k′ neighbours' documents re-scored by the same exact MaxSim, as PyLate's
 retrieve does. PyLate's PLAID needs fast-plaid, which pins torch 2.11 (not this environment's).
+Where PyLate's environment (.venv-pylate) exists, a last row has PyLate 1.6 encode the exported
+model itself and score every document exhaustively (colbert_scores): the export's parity in nDCG@10.
 """
 import argparse
+import json
+import os
 import pathlib
+import subprocess
+import tempfile
 import time
 
 import numpy as np
@@ -22,6 +28,7 @@ from retrax.index.multivector import MaxSimIndex
 from retrax.index.token_index import TokenIndex
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+PYLATE = ROOT / ".venv-pylate" / "bin" / "python"
 SCIFACT = ROOT.parent / "shared" / "data" / "beir-scifact"
 
 
@@ -65,6 +72,21 @@ class VoyagerTokens:
     return out
 
 
+def pylate_exhaustive(model: str, collection, doc_ids, qids, k: int):
+  """(ids, scores) [Q, k] of PyLate's exhaustive MaxSim over its own encoding of `model`'s PyLate export."""
+  with tempfile.TemporaryDirectory() as tmp:
+    tmp = pathlib.Path(tmp)
+    retrax.load(model).save_pretrained(tmp / "export")
+    request = {"load": str(tmp / "export"), "rank": {
+        "queries": [collection.queries[q] for q in qids], "k": k,
+        "documents": [beir.document_text(collection.corpus[d]) for d in doc_ids]}}
+    (tmp / "request.json").write_text(json.dumps(request))
+    subprocess.run([str(PYLATE), str(ROOT / "tests" / "pylate_reference.py"), str(tmp / "request.json"),
+                    str(tmp / "out.npz")], check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    out = np.load(tmp / "out.npz")
+    return out["ids"], out["scores"]
+
+
 def memory_mb(index) -> str:
   """The arrays an index holds (ScaNN's and Voyager's own structures are not counted)."""
   if isinstance(index, MaxSimIndex):
@@ -81,6 +103,8 @@ def main():
   parser.add_argument("--model", required=True)
   parser.add_argument("--k-token", type=int, nargs="+", default=[100, 32])
   parser.add_argument("--cache", type=pathlib.Path)
+  parser.add_argument("--voyager", action="store_true", help="add Voyager rows (its HNSW build over SciFact's "
+                      "815k token vectors did not finish in 30 minutes on 2 cores)")
   args = parser.parse_args()
   collection, doc_ids, qids, docs, queries = encoded(args.model, args.cache)
   print(f"{len(docs)} documents, {sum(map(len, docs))} token vectors of dimension {docs[0].shape[1]}; "
@@ -88,15 +112,21 @@ def main():
   builders = [("exhaustive MaxSim (retrax, JAX)", lambda: MaxSimIndex(docs))]
   builders += [(f"token index, ScaNN (retrax), k′ = {k}", lambda k=k: TokenIndex.build(docs, doc_ids, k_token=k))
                for k in args.k_token]
-  try:
-    import voyager  # noqa: F401
+  if args.voyager:
     builders += [(f"Voyager HNSW tokens (PyLate's), k′ = {k}", lambda k=k: VoyagerTokens(docs, k))
                  for k in args.k_token]
-  except ImportError:
-    print("(voyager is not installed: no Voyager rows)\n")
   print("| index | build s | QPS | recall@10 vs exhaustive | memory MB | nDCG@10 |")
   print("|---|---|---|---|---|---|")
   reference = None
+
+  def row(name, ids, scores, built, qps, memory):
+    nonlocal reference
+    reference = ids if reference is None else reference
+    recall = np.mean([len(set(a[:10]) & set(b[:10])) / 10 for a, b in zip(ids, reference)])
+    run = {q: {doc_ids[i]: float(s) for i, s in zip(r, sr) if i >= 0} for q, r, sr in zip(qids, ids, scores)}
+    ndcg = metrics.compute(collection.qrels, run, ["nDCG@10"])["nDCG@10"]
+    print(f"| {name} | {built} | {qps} | {recall:.4f} | {memory} | {ndcg:.4f} |", flush=True)
+
   for name, build in builders:
     start = time.perf_counter()
     index = build()
@@ -104,13 +134,12 @@ def main():
     index.search(queries[:4], 10)
     start = time.perf_counter()
     ids, scores = index.search(queries, 100)
-    qps = len(queries) / (time.perf_counter() - start)
-    reference = ids if reference is None else reference
-    recall = np.mean([len(set(a[:10]) & set(b[:10])) / 10 for a, b in zip(ids, reference)])
-    memory = memory_mb(index)
-    run = {q: {doc_ids[i]: float(s) for i, s in zip(row, srow) if i >= 0} for q, row, srow in zip(qids, ids, scores)}
-    ndcg = metrics.compute(collection.qrels, run, ["nDCG@10"])["nDCG@10"]
-    print(f"| {name} | {built:.1f} | {qps:.1f} | {recall:.4f} | {memory} | {ndcg:.4f} |", flush=True)
+    row(name, ids, scores, f"{built:.1f}", f"{len(queries) / (time.perf_counter() - start):.1f}", memory_mb(index))
+  if PYLATE.is_file():
+    row("exhaustive MaxSim by PyLate 1.6 (its own encoding of the export)",
+        *pylate_exhaustive(args.model, collection, doc_ids, qids, 100), "—", "—", "—")
+  else:
+    print(f"\n({PYLATE} is absent: no PyLate row)")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ Khattab & Zaharia 2020, §3.6; PyLate's Voyager retrieve):
   2. each query token fetches its k′ (`k_token`) nearest tokens; a query's candidates are the
      union of their documents;
   3. the candidates are re-scored by the exhaustive index's own `maxsim` on the same padded
-     layout (multivector.pad), so a candidate scores exactly as in the exhaustive MaxSimIndex, in batches
-     padded to a power of two (one compilation per size met).
+     layout (multivector.pad), held on the device and gathered there, so a candidate scores exactly
+     as in the exhaustive MaxSimIndex, in batches padded to ×1.25 size buckets (one compilation per size met).
 
 A query with fewer than k candidates fills the rest with index −1, score −inf. A saved index is a
 folder: ScaNN's searcher, the token vectors and document lengths (.npy), and metadata.json
@@ -17,6 +17,7 @@ import json
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from scann.scann_ops.py import scann_ops_pybind
 
@@ -27,7 +28,21 @@ from .multivector import maxsim, pad
 
 METADATA = "metadata.json"
 K_TOKEN = 100  # PyLate's retrieve default
-_maxsim = jax.jit(maxsim)
+
+
+@jax.jit
+def _rescore(query, documents, chosen):
+  """MaxSim of one padded query against the padded documents at `chosen`, gathered on the device."""
+  return maxsim(query, {key: value[chosen] for key, value in documents.items()})
+
+
+def _bucket(n: int) -> int:
+  """The smallest of 64, 80, 112, 144, 192, … (each ×1.25 rounded up to a multiple of 16) that
+  holds n: about 25% padding at most beyond a few hundred, 22 sizes up to 10,000 candidates."""
+  size = 64
+  while size < n:
+    size = -(-size * 5 // 64) * 16
+  return size
 
 
 class TokenIndex:
@@ -35,7 +50,8 @@ class TokenIndex:
   def __init__(self, searcher, vectors: np.ndarray, lengths: np.ndarray, documents: dict, doc_ids: list[str], *,
                k_token: int, fingerprint: str, config: dict):
     """`vectors` [tokens, d] and `lengths` [n] as the searcher holds them; `documents` their padded layout."""
-    self.searcher, self.vectors, self.lengths, self.documents = searcher, vectors, lengths, documents
+    self.searcher, self.vectors, self.lengths = searcher, vectors, lengths
+    self.documents = {key: jnp.asarray(value) for key, value in documents.items()}  # on the device, gathered there
     self.doc_ids, self.k_token, self.fingerprint, self.config = list(doc_ids), k_token, fingerprint, config
     self.num_vectors, self.dimension = len(doc_ids), vectors.shape[1]
     self.token_doc = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
@@ -72,12 +88,9 @@ class TokenIndex:
     indices = np.full((len(queries), k), -1, np.int64)
     scores = np.full((len(queries), k), -np.inf, np.float32)
     for row, (query, found) in enumerate(zip(queries, self.candidates(queries))):
-      size = 1 << max(int(len(found) - 1).bit_length(), 6)
-      chosen = np.zeros(size, np.int64)
+      chosen = np.zeros(_bucket(len(found)), np.int64)
       chosen[:len(found)] = found
-      docs = {key: value[chosen] for key, value in self.documents.items()}
-      padded_query = pad([query], 1, "queries")
-      s = np.asarray(_maxsim(padded_query, docs))[0, :len(found)]
+      s = np.asarray(_rescore(pad([query], 1, "queries"), self.documents, chosen))[0, :len(found)]
       top = np.argsort(-s, kind="stable")[:k]
       indices[row, :len(top)], scores[row, :len(top)] = found[top], s[top]
     return indices, scores

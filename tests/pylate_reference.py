@@ -10,6 +10,8 @@ REQUEST is a JSON object; each key present is one step, run in this order:
           null: PyLate's own default projection) and saves it to `out`;
   load:   a folder for pylate.models.ColBERT (a PyLate or Stanford ColBERT folder; the built model if absent);
   encode: {"queries": [...], "documents": [...]} → q0, q1, … and d0, d1, … token vectors;
+  rank:   {"queries": [...], "documents": [...], "k": int} → ids and scores [Q, k]: exhaustive
+          pylate.scores.colbert_scores over every document (tiles of 512), top k per query;
   loss:   {"name": "contrastive" | "distillation", "queries": [B], "documents": [B][N], "labels": [B][N] | null,
            "normalize_scores": bool, "temperature": float} → loss and the gradient of every Dense
           layer's linear.weight (grad0, grad1, …).
@@ -20,6 +22,7 @@ import sys
 import numpy as np
 import torch
 from pylate import losses, models
+from pylate.scores import colbert_scores
 
 
 def build(spec):
@@ -58,6 +61,27 @@ def loss(model, spec):
   return {"loss": np.float64(value.item()), **grads}
 
 
+def padded(vectors):
+  """Zero-padded [n, L, d] vectors and their [n, L] mask."""
+  width = max(len(v) for v in vectors)
+  out = torch.zeros(len(vectors), width, vectors[0].shape[1])
+  mask = torch.zeros(len(vectors), width)
+  for i, v in enumerate(vectors):
+    out[i, :len(v)], mask[i, :len(v)] = torch.as_tensor(v), 1
+  return out, mask
+
+
+def rank(model, spec):
+  queries, queries_mask = padded(model.encode(spec["queries"], is_query=True, batch_size=32))
+  documents = model.encode(spec["documents"], is_query=False, batch_size=32, show_progress_bar=True)
+  scores = []
+  for start in range(0, len(documents), 512):
+    tile, mask = padded(documents[start:start + 512])
+    scores.append(colbert_scores(queries, tile, queries_mask, mask, backend="torch"))
+  top = torch.cat(scores, dim=1).topk(spec["k"], dim=1)
+  return {"ids": top.indices.numpy(), "scores": top.values.numpy()}
+
+
 def main(request_path, out_path):
   request = json.loads(open(request_path).read())
   out, model = {}, None
@@ -71,6 +95,9 @@ def main(request_path, out_path):
       for side, key in (("queries", "q"), ("documents", "d")):
         vectors = model.encode(request["encode"][side], is_query=side == "queries", batch_size=8)
         out.update({f"{key}{i}": np.asarray(v, np.float32) for i, v in enumerate(vectors)})
+  if "rank" in request:
+    with torch.no_grad():
+      out.update(rank(model, request["rank"]))
   if "loss" in request:
     out.update(loss(model, request["loss"]))
   np.savez(out_path, **out)
