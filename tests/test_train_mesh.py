@@ -15,10 +15,10 @@ STEPS = ("--config.total_steps=20", "--config.log_every=1", "--config.checkpoint
 MESHES = ((8, 1, 1), (2, 4, 1), (2, 2, 2))
 
 
-def run(workdir, *overrides, devices=1, extra_env=None):
+def run(workdir, *overrides, devices=1, extra_env=None, config="tiny.py"):
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
              **(extra_env or {}))
-  cmd = [sys.executable, "-m", "retrax.train", "--config", str(REPO / "configs" / "tiny.py"),
+  cmd = [sys.executable, "-m", "retrax.train", "--config", str(REPO / "configs" / config),
          "--workdir", str(workdir), f"--config.data.path={workdir.parent / 'data'}", *STEPS, *overrides]
   return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -61,6 +61,15 @@ def test_meshes_give_the_losses_of_one_device(reference, shape):
   workdir = reference / ("mesh" + "x".join(map(str, shape)))
   finish(run(workdir, *mesh_flags(shape), devices=8))
   assert_same(losses(workdir), losses(reference / "one"), range(1, 21))
+
+
+def test_a_colbert_on_the_2x2x2_mesh_gives_the_losses_of_one_device(reference):
+  """MaxSim InfoNCE over every document of the global batch, the documents sharded over 8 devices."""
+  steps = ("--config.total_steps=6", "--config.checkpoint_every=6")
+  one, mesh = reference / "colbert-one", reference / "colbert-mesh"
+  finish(run(one, *steps, config="tiny.py:colbert"), run(mesh, *steps, *mesh_flags((2, 2, 2)), devices=8,
+                                                          config="tiny.py:colbert"))
+  assert_same(losses(mesh), losses(one), range(1, 7))
 
 
 def test_these_runs_train_with_dropout(reference):
