@@ -149,6 +149,7 @@ def test_the_trainers_maxsim_losses_are_the_losses_of_encoded_vectors(bert_folde
   brute-force MaxSim of what `encode_queries` / `encode_documents` return (scored tokens alone)."""
   import jax
   import ml_collections
+  from flax import nnx
   from retrax.train import losses, objective
   from retrax.train.optimizer import make_optimizer
   from retrax.train.step import StepBuilder
@@ -167,7 +168,7 @@ def test_the_trainers_maxsim_losses_are_the_losses_of_encoded_vectors(bert_folde
       adam_b2=0.999, adam_eps=1e-8, weight_decay=0.0)))
   builder = StepBuilder(ours.graphdef, objective.loss_fn(config), False, optimizer, dropout=0.0)
   key = jax.random.key(0)
-  value, _ = builder.batch_loss(jax.tree.map(np.asarray, ours.params.to_pure_dict()), batch, key, key)
+  value, _ = builder.batch_loss(jax.tree.map(np.asarray, nnx.to_pure_dict(ours.params)), batch, key, key)
   q = ours.encode_queries(queries)
   scores = np.array([[(q[b] @ d.T).max(1).sum() for d in ours.encode_documents(row)] for b, row in enumerate(documents)])
   hparams = {k: v for k, v in config.items() if k not in ("name", "in_batch_negatives")}

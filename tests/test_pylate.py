@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 import transformers
+from flax import nnx
 
 import retrax
 from retrax.index.multivector import maxsim
@@ -166,7 +167,7 @@ def test_colbert_losses_and_gradients_match_pylates(backbone, tmp_path, loss):
       adam_b2=0.999, adam_eps=1e-8, weight_decay=0.0)))
   builder = StepBuilder(ours.graphdef, objective.loss_fn(ml_collections.ConfigDict(config)),
                         config["in_batch_negatives"], optimizer, dropout=0.0)
-  params = jax.tree.map(np.asarray, ours.params.to_pure_dict())
+  params = jax.tree.map(np.asarray, nnx.to_pure_dict(ours.params))
   batch, key = _batch(ours, queries, DOCUMENTS, labels), jax.random.key(0)
   (value, _), grads = jax.value_and_grad(builder.batch_loss, has_aux=True)(params, batch, key, key)
   np.testing.assert_allclose(float(value), float(arrays["loss"]), rtol=1e-5)
