@@ -55,9 +55,10 @@ def _expansion(path, config: dict, tokenizer) -> dict:
           "attend_to_expansion_tokens": bool(expansion.get("attend", False))}
 
 
-def _skiplist(folder, sub) -> dict:
-  path = pathlib.Path(folder) / sub / "config.json"
-  config = read_json(path) if path.is_file() else {}
+def _skiplist(folder, sub: str | None) -> dict:
+  """MultiVectorMask's skiplist (none without the module)."""
+  path = pathlib.Path(folder) / (sub or "") / "config.json"
+  config = read_json(path) if sub is not None and path.is_file() else {}
   words = config.get("skiplist_words") or []
   if words and list(config.get("skiplist_tasks", ["document"])) != ["document"]:
     raise InputError(path, f"skiplist_tasks {config['skiplist_tasks']!r}: retrax skips words in documents only")
@@ -76,8 +77,7 @@ def read(folder, tokenizer, backbone_config):
   positions = max_positions(backbone_config)
   settings = {"query_length": config.get("query_length") or positions,
               "document_length": config.get("document_length") or positions,
-              **_expansion(path, config, tokenizer), **(_skiplist(folder, roles["mask"]) if "mask" in roles else
-                                                        {"skiplist_words": ()})}
+              **_expansion(path, config, tokenizer), **_skiplist(folder, roles.get("mask"))}
   path = folder / "config_sentence_transformers.json"
   prompts = read_json(path).get("prompts") or {}
   if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):

@@ -42,4 +42,3 @@ def read(folder, tokenizer, backbone_config):
   if hidden != backbone_config.hidden_size:
     raise InputError(folder, f"linear.weight is [{dim}, {hidden}]; expected [dim, {backbone_config.hidden_size}]")
   return settings, (Layer(dim, bias=False),), [{"linear.weight": weights["linear.weight"]}]
-

@@ -11,6 +11,9 @@ import retrax
 from retrax.errors import InputError
 from retrax.index.multivector import MaxSimIndex, maxsim
 from retrax.models.wheel import minilm_path
+from retrax.train import losses
+
+from retriever_objective import batch, loss_and_grads
 
 TEXTS = ["what is the cell cycle?", "The cell cycle, or cell-division cycle, is a series of events; it ends!",
          "x y z, and; more!", "short"]
@@ -147,28 +150,10 @@ def test_a_min_expansion_multi_vector_encoder_is_refused_by_name(bert_folder, tm
 def test_the_trainers_maxsim_losses_are_the_losses_of_encoded_vectors(bert_folder, name, labels):
   """The training objective (padded token batches, MaxSim in the step) equals the loss of the
   brute-force MaxSim of what `encode_queries` / `encode_documents` return (scored tokens alone)."""
-  import jax
-  import ml_collections
-  from flax import nnx
-  from retrax.train import losses, objective
-  from retrax.train.optimizer import make_optimizer
-  from retrax.train.step import StepBuilder
   ours = retrax.load(bert_folder, kind="colbert", projection=FFN_RESIDUAL, query_length=12, document_length=20)
   queries, documents = TEXTS[:2], [TEXTS[1:4], [TEXTS[0], "cells divide; twice.", "mitosis"]]
-  query_ids, query_mask = ours.text.tokenize(queries, "query")
-  doc_ids, doc_mask = ours.text.tokenize([d for row in documents for d in row], "document")
-  batch = dict(query_ids=query_ids, query_mask=query_mask, doc_ids=doc_ids.reshape(2, 3, -1),
-               doc_mask=doc_mask.reshape(2, 3, -1), labels=np.asarray(labels, np.float32),
-               candidate_mask=np.ones((2, 3), bool), doc_index=np.arange(6, dtype=np.int32).reshape(2, 3),
-               query_positives=np.array([[0, 1], [3, -1]], np.int32))
-  config = ml_collections.ConfigDict(dict(name=name, in_batch_negatives=False,
-                                          **({} if name == "margin_mse" else {"temperature": 0.5})))
-  optimizer = make_optimizer(ml_collections.ConfigDict(dict(
-      warmup_steps=0, total_steps=1, schedule="linear", learning_rate=1e-3, grad_clip_norm=1.0, adam_b1=0.9,
-      adam_b2=0.999, adam_eps=1e-8, weight_decay=0.0)))
-  builder = StepBuilder(ours.graphdef, objective.loss_fn(config), False, optimizer, dropout=0.0)
-  key = jax.random.key(0)
-  value, _ = builder.batch_loss(jax.tree.map(np.asarray, nnx.to_pure_dict(ours.params)), batch, key, key)
+  config = dict(name=name, in_batch_negatives=False, **({} if name == "margin_mse" else {"temperature": 0.5}))
+  (value, _), _ = loss_and_grads(ours, config, batch(ours, queries, documents, labels, [[0, 1], [3, -1]]))
   q = ours.encode_queries(queries)
   scores = np.array([[(q[b] @ d.T).max(1).sum() for d in ours.encode_documents(row)] for b, row in enumerate(documents)])
   hparams = {k: v for k, v in config.items() if k not in ("name", "in_batch_negatives")}

@@ -6,19 +6,15 @@ import os
 import pathlib
 import subprocess
 
-import jax
-import ml_collections
 import numpy as np
 import pytest
 import transformers
-from flax import nnx
 
 import retrax
 from retrax.index.multivector import maxsim
 from retrax.models.wheel import minilm_path
-from retrax.train import objective
-from retrax.train.optimizer import make_optimizer
-from retrax.train.step import StepBuilder
+
+from retriever_objective import batch, loss_and_grads
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PYTHON = pathlib.Path(os.environ.get("RETRAX_PYLATE_PYTHON", REPO / ".venv-pylate" / "bin" / "python"))
@@ -128,17 +124,6 @@ def test_minilm_colbert_built_by_pylate_matches_on_scifact(shared_data, tmp_path
     assert worst >= 0.9999, (key, worst)
 
 
-def _batch(ours, queries, documents, labels):
-  """A training batch of B queries with N candidates each, every row padded to the side's length."""
-  b, n = len(documents), len(documents[0])
-  query_ids, query_mask = ours.text.tokenize(queries, "query")
-  doc_ids, doc_mask = ours.text.tokenize([d for row in documents for d in row], "document")
-  doc_index = np.arange(b * n, dtype=np.int32).reshape(b, n)
-  return dict(query_ids=query_ids, query_mask=query_mask, doc_ids=doc_ids.reshape(b, n, -1),
-              doc_mask=doc_mask.reshape(b, n, -1), labels=np.asarray(labels, np.float32),
-              candidate_mask=np.ones((b, n), bool), doc_index=doc_index, query_positives=doc_index[:, :1].copy())
-
-
 DOCUMENTS = [["the cell cycle is a series of events.", "x y z, and; more!", "cells divide"],
              ["short", "The cell cycle, or cell-division cycle, ends!", "mitosis: one phase"]]
 TEACHER = [[3.0, -1.0, 0.5], [0.2, 2.0, 1.0]]
@@ -162,14 +147,7 @@ def test_colbert_losses_and_gradients_match_pylates(backbone, tmp_path, loss):
   else:
     config = dict(name="kl_distill", min_max=loss["normalize_scores"], in_batch_negatives=False)
     labels = TEACHER
-  optimizer = make_optimizer(ml_collections.ConfigDict(dict(
-      warmup_steps=0, total_steps=1, schedule="linear", learning_rate=1e-3, grad_clip_norm=1.0, adam_b1=0.9,
-      adam_b2=0.999, adam_eps=1e-8, weight_decay=0.0)))
-  builder = StepBuilder(ours.graphdef, objective.loss_fn(ml_collections.ConfigDict(config)),
-                        config["in_batch_negatives"], optimizer, dropout=0.0)
-  params = jax.tree.map(np.asarray, nnx.to_pure_dict(ours.params))
-  batch, key = _batch(ours, queries, DOCUMENTS, labels), jax.random.key(0)
-  (value, _), grads = jax.value_and_grad(builder.batch_loss, has_aux=True)(params, batch, key, key)
+  (value, _), grads = loss_and_grads(ours, config, batch(ours, queries, DOCUMENTS, labels))
   np.testing.assert_allclose(float(value), float(arrays["loss"]), rtol=1e-5)
   for i in range(len(FFN_RESIDUAL)):
     reference = arrays[f"grad{i}"].T                             # torch's [out, in]

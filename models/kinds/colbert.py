@@ -34,8 +34,9 @@ from ..heads.pooling import l2_normalize
 from ..heads.projection import Layer, Projection
 from ..text import TextPath, check_max_length
 
-# The folder formats a ColBERT loads from (each: claims(folder), read(folder, tokenizer, backbone_config)).
-FORMATS = (pylate_format, multi_vector_format, stanford_format)
+# The folder formats a ColBERT loads from (each: claims(folder), read(folder, tokenizer, backbone_config)),
+# the most specific claim first: a MultiVectorEncoder folder names its model_type.
+FORMATS = (multi_vector_format, pylate_format, stanford_format)
 
 
 def _layers(value) -> tuple[Layer, ...]:
