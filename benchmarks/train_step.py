@@ -173,7 +173,8 @@ def st_step_time(folder, texts, batch_size, dropout: bool, dtype: str):
 
 
 def worker(args):
-  """One side in one mode, in this process; prints its times as one JSON line."""
+  """One side in one mode, in this process; prints its times as one JSON line (retrax's with its
+  parts and the step's FLOPs on real tokens)."""
   config = common.train_config()
   config.batch_size, config.dtype = args.batch_size, args.dtype
   config.warmup_steps, config.total_steps = 0, 1000
@@ -181,11 +182,11 @@ def worker(args):
   retriever = retrax.load(args.folder, max_length=256, dtype=args.dtype)
   samples, pipeline = training_samples(retriever, config, args.data, args.steps * args.batch_size)
   groups = [samples[i:i + args.batch_size] for i in range(0, len(samples), args.batch_size)]
-  if args.worker == "retrax":
-    times = retrax_times(retriever, config, groups, pipeline.collate, MODES[args.mode])
-  else:
+  if args.worker == "st":
     texts = [(s["query"], *s["docs"]) for s in samples]
-    times = {"step": st_step_time(args.folder, texts, args.batch_size, args.mode == "on", args.dtype)}
+    print(json.dumps({"step": st_step_time(args.folder, texts, args.batch_size, args.mode == "on", args.dtype)}))
+    return
+  times = retrax_times(retriever, config, groups, pipeline.collate, MODES[args.mode])
   batches = [pipeline.collate(g) for g in groups]
   lengths = [m.sum(-1) for b in batches for m in (b["query_mask"], b["doc_mask"].reshape(-1, b["doc_mask"].shape[-1]))]
   times["flop"] = 3 * encoder_flops(np.concatenate(lengths), retriever.backbone_config) / len(batches)
