@@ -18,7 +18,8 @@ two modes of equal work:
   on:  MiniLM's own dropout, 0.1 on hidden states and attention probabilities, on both sides
        (retrax: the checkpoint's rates; sentence-transformers: model.train()).
 Each step is timed whole: host batch assembly (tokenisation, padding), forward, backward,
-optimizer update. retrax pads to its length buckets; sentence-transformers pads to the
+optimizer update. retrax assembles batches as its trainer does (length buckets, and unpadding
+of a side that is at most 3/4 real tokens: here the queries); sentence-transformers pads to the
 batch's longest text. Prints queries/s for each, the ratio, achieved GFLOP/s (3 × forward
 FLOPs on real tokens; MFU against --peak-tflops on GPU), and retrax's step broken into forward, backward, loss, optimizer
 update and host batch assembly, each timed alone (their sum need not equal the step).
@@ -49,7 +50,8 @@ from retrax.models.wheel import minilm_path
 from retrax.train import examples
 from retrax.train.objective import loss_fn
 from retrax.train.optimizer import make_optimizer
-from retrax.train.pipeline import Pipeline, bucket, default_buckets, needed_lengths, trim
+from retrax.train.mesh import make_mesh
+from retrax.train.pipeline import Pipeline, default_buckets, global_batch
 from retrax.train.step import StepBuilder, TrainState
 
 from encode import encoder_flops, matmul_peaks
@@ -105,10 +107,11 @@ def retrax_times(retriever, config, groups, collate, dropout):
   step = jax.jit(builder, donate_argnums=0)
   key, dropout_key = jax.random.key(0), jax.random.key(1)
 
+  mesh, rules = make_mesh(config.mesh), tuple(tuple(r) for r in config.sharding_rules)
+  buckets = (default_buckets(64), default_buckets(256))
+
   def assemble(samples):
-    raw = collate(samples)
-    q, d = needed_lengths(raw)
-    return trim(raw, bucket(q, default_buckets(64)), bucket(d, default_buckets(256)))
+    return global_batch(collate(samples), mesh, rules, buckets, config.data.unpad)
 
   def run(samples):
     nonlocal state

@@ -29,8 +29,10 @@ class Dropout:
   def off(cls) -> "Dropout":
     return cls(None)
 
-  def mask(self, shape, configured_rate: float):
-    """(m, 1 / (1 − p)): the boolean keep mask of `shape` and its scale, or None where dropout is off."""
+  def mask(self, shape, configured_rate: float, rows=None):
+    """(m, 1 / (1 − p)): the boolean keep mask of `shape` and its scale, or None where dropout is off.
+
+    rows [shape[0]] (optional): each leading row's row-major position in a padded layout."""
     p = configured_rate if self.rate is None else self.rate
     if self.key is None or p == 0:
       return None
@@ -38,14 +40,14 @@ class Dropout:
     self.sites += 1
     threshold = round(p * 2 ** 16)
     if shape[-1] % 2:
-      u = hashed_bits(key, shape) >> 16
+      u = hashed_bits(key, shape, rows) >> 16
     else:
-      words = hashed_bits(key, (*shape[:-1], shape[-1] // 2))
+      words = hashed_bits(key, (*shape[:-1], shape[-1] // 2), rows)
       u = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(shape)
     return u >= threshold, 1 / (1 - p)
 
-  def __call__(self, x, configured_rate: float):
-    drawn = self.mask(x.shape, configured_rate)
+  def __call__(self, x, configured_rate: float, rows=None):
+    drawn = self.mask(x.shape, configured_rate, rows)
     return x if drawn is None else x * multiplier(*drawn, x.dtype)
 
 
@@ -58,14 +60,18 @@ def _lowbias32(x):
   return x ^ (x >> 16)
 
 
-def hashed_bits(key: jax.Array, shape) -> jax.Array:
-  """uint32 words of `shape`: h(c) = g(g(c ⊕ k₀) ⊕ k₁), c the row-major index of each element."""
+def hashed_bits(key: jax.Array, shape, rows=None) -> jax.Array:
+  """uint32 words of `shape`: h(c) = g(g(c ⊕ k₀) ⊕ k₁), c the row-major index of each element,
+  or, given rows [shape[0]], c = rows[i]·∏shape[1:] + the index within row i."""
   if np.prod(shape, dtype=np.int64) > 2 ** 32:
     raise ValueError(f"dropout mask {shape}: more than 2³² elements")
   words = jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
-  index = jnp.zeros(shape, jnp.uint32)
-  for axis, size in enumerate(shape):
-    index = index * jnp.uint32(size) + jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
+  if rows is None:
+    index, first = jnp.zeros(shape, jnp.uint32), 0
+  else:
+    index, first = jax.lax.broadcast_in_dim(rows.astype(jnp.uint32), shape, (0,)), 1
+  for axis in range(first, len(shape)):
+    index = index * jnp.uint32(shape[axis]) + jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
   return _lowbias32(_lowbias32(index ^ words[0]) ^ words[1])
 
 

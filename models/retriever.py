@@ -62,7 +62,7 @@ class Retriever:
     self.settings = module.settings
     self.tokenizer_files = {**(tokenizer_files or {}), "tokenizer.json": tokenizer.to_str().encode()}
     self.graphdef, self.params = nnx.split(module)
-    self._encode_batch = jax.jit(self.encode_tokens, static_argnames=("side", "token_capacity"))
+    self._encode_batch = jax.jit(self.encode_tokens, static_argnames=("side", "packing"))
 
   def with_params(self, params) -> "Retriever":
     """The same retriever with other parameters (a pure dict, as training holds them)."""
@@ -78,9 +78,9 @@ class Retriever:
   def max_positions(self) -> int:
     return max_positions(self.backbone_config)
 
-  def encode_tokens(self, params, tokens: dict, side: str, token_capacity=None):
+  def encode_tokens(self, params, tokens: dict, side: str, packing=None):
     """The module's representations of one token batch, a pure function of `params` (what `encode` jits)."""
-    return nnx.merge(self.graphdef, params).encode(tokens, side, token_capacity=token_capacity)
+    return nnx.merge(self.graphdef, params).encode(tokens, side, packing=packing)
 
   def score(self, queries, documents):
     """The kind's score of query and document representations, [m, n]."""
@@ -110,7 +110,7 @@ class Retriever:
       tokens = {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "token_type_ids": b.token_type_ids}
       capacity = unpadding.token_capacity(b.attention_mask) if self.unpad else None
       jit_side = None if self.kind.symmetric else side  # one compilation per bucket for both sides
-      out = module.unbatch(self._encode_batch(self.params, tokens, jit_side, token_capacity=capacity), len(b.rows))
+      out = module.unbatch(self._encode_batch(self.params, tokens, jit_side, packing=capacity), len(b.rows))
       bad = np.sort([r for r, item in zip(b.rows, out) if not np.isfinite(item).all()])
       if len(bad):
         raise InputError(self.source, f"non-finite representations for {len(bad)} of the "

@@ -15,8 +15,8 @@ class RecordingDropout(Dropout):
     super().__init__(key, rate)
     self.masks = []
 
-  def mask(self, shape, configured_rate):
-    drawn = super().mask(shape, configured_rate)
+  def mask(self, shape, configured_rate, rows=None):
+    drawn = super().mask(shape, configured_rate, rows)
     if drawn is not None:
       self.masks.append(np.asarray(multiplier(*drawn)))
     return drawn

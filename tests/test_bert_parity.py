@@ -2,13 +2,14 @@
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import transformers
 
 from retrax.errors import InputError
-from retrax.models.backbones import hf
+from retrax.models.backbones import hf, unpadding
 from retrax.models.dropout import Dropout
 
 from dropout_replay import RecordingDropout, replaying
@@ -49,8 +50,8 @@ def _torch_hidden(model, ids, mask, types):
                  token_type_ids=torch.tensor(types, dtype=torch.long)).last_hidden_state.numpy()
 
 
-@pytest.mark.parametrize("token_capacity", [None, 22, 27], ids=["padded", "unpadded-exact", "unpadded-slack"])
-def test_hidden_states_match_transformers(torch_folder, token_capacity):
+@pytest.mark.parametrize("packing", [None, 22, 27], ids=["padded", "unpadded-exact", "unpadded-slack"])
+def test_hidden_states_match_transformers(torch_folder, packing):
   """22 real tokens of 36: unpadded into exactly 22 rows, and into 27 with 5 spare."""
   model, folder = torch_folder
   config, ours = hf.load_backbone(folder)
@@ -58,10 +59,10 @@ def test_hidden_states_match_transformers(torch_folder, token_capacity):
   if config.type_vocab_size == 1:
     types = np.zeros_like(types)
   expected = _torch_hidden(model, ids, mask, types)
-  got = np.asarray(ours(ids, mask, types, token_capacity))
+  got = np.asarray(ours(ids, mask, types, packing))
   real = mask.astype(bool)
   assert np.abs(got[real] - expected[real]).max() <= 1e-4
-  if token_capacity:
+  if packing:
     assert not got[~real].any()
 
 
@@ -117,6 +118,22 @@ def test_training_dropout_matches_transformers_with_the_same_masks(torch_folder)
     expected = _torch_hidden(training, ids, mask, types)
   real = mask.astype(bool)
   assert np.abs(got[real] - expected[real]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_unpadded_training_draws_the_padded_runs_masks(torch_folder, shards):
+  """Packed whole or one row per shard, each real token keeps its dropout masks, so the hidden
+  states are the padded run's (which the test above compares with transformers)."""
+  _, folder = torch_folder
+  config, ours = hf.load_backbone(folder)
+  ids, mask, types = _inputs(config.pad_token_id, seed=2)
+  types = np.zeros_like(types)
+  run = lambda packing: np.asarray(ours(ids, mask, types, packing, Dropout(jax.random.key(3))))
+  pack = unpadding.pack_index(mask, shards, int(unpadding.shard_tokens(mask, shards).max()) + 1)
+  padded, packed = run(None), run(jnp.asarray(pack))
+  real = mask.astype(bool)
+  assert np.abs(padded - np.asarray(ours(ids, mask, types)))[real].max() > 1e-2  # dropout is on
+  assert np.abs(packed[real] - padded[real]).max() <= 1e-5
 
 
 def test_dropout_draws_from_the_key_and_rate_zero_is_eval_mode(torch_folder):

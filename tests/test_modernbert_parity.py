@@ -52,22 +52,22 @@ def _torch_hidden(model, ids, mask):
                  attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
 
 
-@pytest.mark.parametrize("token_capacity", [None, 22, 27], ids=["padded", "unpadded-exact", "unpadded-slack"])
-def test_hidden_states_match_transformers(torch_folder, token_capacity):
+@pytest.mark.parametrize("packing", [None, 22, 27], ids=["padded", "unpadded-exact", "unpadded-slack"])
+def test_hidden_states_match_transformers(torch_folder, packing):
   """22 real tokens of 36: unpadded into exactly 22 rows, and into 27 with 5 spare."""
   model, folder = torch_folder
   config, ours = hf.load_backbone(folder)
   assert config.layer_types == ("full_attention", "sliding_attention", "full_attention")
   ids, mask = _inputs()
   expected = _torch_hidden(model, ids, mask)
-  got = np.asarray(ours(ids, mask, None, token_capacity))
+  got = np.asarray(ours(ids, mask, None, packing))
   real = mask.astype(bool)
   assert got.shape == (3, 12, 64) and got.dtype == np.float32
   assert np.abs(got[real] - expected[real]).max() <= 1e-4
-  if token_capacity:
+  if packing:
     assert not got[~real].any()
   _, half = hf.load_backbone(folder, dtype=jnp.bfloat16)
-  got_bf16 = np.asarray(half(ids, mask, None, token_capacity))
+  got_bf16 = np.asarray(half(ids, mask, None, packing))
   assert got_bf16.dtype == np.float32 and np.abs(got_bf16[real] - expected[real]).max() <= 0.1
 
 

@@ -12,6 +12,7 @@ from jax.sharding import PartitionSpec
 
 from retrax.errors import InputError
 from retrax.eval import beir, synthetic
+from retrax.models.backbones import unpadding
 from retrax.models.backbones.bert import Bert, BertConfig
 from retrax.models.heads.projection import Layer
 from retrax.models.kinds.colbert import ColBERT, ColBERTConfig
@@ -167,6 +168,27 @@ def test_grad_cache_replays_each_chunks_dropout_masks():
   no_dropout_loss = jax.jit(_builder(grad_cache_chunks=4, dropout=0.0)[0].grad_cache_grads)(
       params, batch, key, dropout_key)[0][0]
   assert abs(float(no_dropout_loss) - float(loss)) > 1e-4   # dropout was on
+
+
+@pytest.mark.parametrize("shards", [1, 4])
+def test_unpadded_sides_give_the_padded_loss_and_gradients(shards):
+  """With dropout on: pack indices (as pipeline.global_batch makes them, per block of rows) change
+  neither the loss nor the gradients, since each token keeps its masks."""
+  builder, params = _builder()
+  batch, key, dropout_key = _batch(), jax.random.key(0), jax.random.key(1)
+  rng = np.random.default_rng(1)
+  batch["query_mask"] = (np.arange(5)[None] < rng.integers(1, 6, (8, 1))).astype(np.int32)
+  batch["doc_mask"] = (np.arange(7)[None, None] < rng.integers(1, 8, (8, 3, 1))).astype(np.int32)
+  packed = dict(batch)
+  for side, mask in (("query", batch["query_mask"]), ("doc", batch["doc_mask"].reshape(24, 7))):
+    packed[f"{side}_pack"] = unpadding.pack_index(mask, shards, int(unpadding.shard_tokens(mask, shards).max()))
+  grads = jax.jit(builder.plain_grads)
+  (loss, _), reference = grads(params, batch, key, dropout_key)
+  (loss_packed, _), ours = grads(params, packed, key, dropout_key)
+  assert abs(float(loss_packed) - float(loss)) <= 1e-5 * abs(float(loss))
+  _assert_grads_close(ours, reference, 1e-4)
+  no_dropout = jax.jit(_builder(dropout=0.0)[0].plain_grads)(params, batch, key, dropout_key)[0][0]
+  assert abs(float(no_dropout) - float(loss)) > 1e-4   # dropout was on
 
 
 def test_accumulation_averages_micro_batches():

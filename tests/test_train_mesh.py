@@ -78,6 +78,25 @@ def test_these_runs_train_with_dropout(reference):
   assert abs(losses(workdir)[1] - losses(reference / "one")[1]) > 1e-4
 
 
+def test_these_runs_unpad_their_documents_per_device(reference):
+  """So the losses above also compare unpadded steps: one pack on 1 device, 8 on the meshes."""
+  from retrax.configs import common
+  from retrax.models.backbones import unpadding
+  from retrax.train import examples, model_setup
+  from retrax.train.pipeline import Pipeline, bucket, needed_lengths
+  config = __import__("runpy").run_path(str(REPO / "configs" / "tiny.py"))["get_config"]()
+  retriever = model_setup.build_retriever(config.model, reference / "data", "train", "float32", seed=0)
+  pipeline = Pipeline(examples.build(reference / "data", "train", None, 1), retriever.text, config.data, seed=0,
+                      global_batch=config.batch_size)
+  batch = next(iter(pipeline.dataset.to_iter_dataset()))
+  mask = batch["doc_mask"].reshape(-1, batch["doc_mask"].shape[-1])[:, :bucket(needed_lengths(batch)[1],
+                                                                             pipeline.buckets[1])]
+  for shards in (1, 8):
+    real = int(unpadding.shard_tokens(mask, shards).max())
+    assert unpadding.shard_capacity(real, mask.size // shards), (shards, real, mask.shape)
+  assert common.train_config().data.unpad
+
+
 def test_kernels_are_split_over_the_2x2x2_mesh(reference):
   """The saved shardings: MLP kernels split over fsdp (embed) and tensor (mlp), attention over tensor (heads)."""
   import orbax.checkpoint as ocp

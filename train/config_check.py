@@ -41,6 +41,7 @@ def check(config, mesh) -> None:
   checks.choice(config.schedule, "config.schedule", ("linear", "cosine"))
   checks.choice(config.dtype, "config.dtype", DTYPES)
   checks.choice(config.best_mode, "config.best_mode", ("max", "min"))
+  checks.choice(config.data.unpad, "config.data.unpad", (True, False))
   for side in ("query", "doc"):
     buckets, longest = config.data[f"{side}_buckets"], config.data[f"{side}_max_len"]
     for i, size in enumerate(buckets):

@@ -7,6 +7,9 @@ Host p takes rows p·b … (p+1)·b − 1 of each global batch of b·process_cou
 local batches laid end to end are the global batch in the order one process has it (dropout
 masks, drawn by row position, are then the same on any number of hosts). Batches are padded to
 the full query and document lengths here; `trim` cuts them to a length bucket in the loop.
+Where a side is at most 3/4 real tokens in every block of rows that a device holds, the loop
+adds its pack index (`query_pack`, `doc_pack` [shards, capacity]; backbones/unpadding.py): the
+step then runs that side's per-token layers on its real tokens only, each device on its own.
 
 A batch holds, for b rows and C = num_positives + num_negatives candidates:
   query_ids, query_mask [b, Lq]; doc_ids, doc_mask [b, C, Ld];
@@ -21,6 +24,7 @@ from jax.experimental import multihost_utils
 
 from ..errors import InputError
 from ..eval import beir
+from ..models.backbones import unpadding
 from ..models.text import TextPath
 from . import sharding
 
@@ -91,13 +95,25 @@ def default_buckets(max_length: int) -> tuple[int, ...]:
   return tuple(sorted({max(max_length // 4, 1), max(max_length // 2, 1), max_length}))
 
 
-def global_batch(batch, mesh, rules, buckets) -> dict:
+def global_batch(batch, mesh, rules, buckets, unpad: bool = False) -> dict:
   """Trims this host's batch to a length bucket (`Pipeline.buckets`, query and document) that every
-  host agrees on, then makes global arrays. An expanded side has one bucket, its full length."""
-  lengths = np.asarray(needed_lengths(batch), np.int32)
+  host agrees on, adds the pack indices of the sides worth unpadding (`unpad`), then makes global
+  arrays. An expanded side has one bucket, its full length."""
+  shards = sharding.batch_shards(mesh, rules)
+  unpad = unpad and shards % jax.process_count() == 0
+  local_shards = shards // jax.process_count() if unpad else 1
+  masks = (batch["query_mask"], batch["doc_mask"].reshape(-1, batch["doc_mask"].shape[-1]))
+  needed = np.asarray([*needed_lengths(batch), *(unpadding.shard_tokens(m, local_shards).max() for m in masks)],
+                      np.int32)
   if jax.process_count() > 1:
-    lengths = multihost_utils.process_allgather(lengths).max(0)
-  batch = trim(batch, bucket(lengths[0], buckets[0]), bucket(lengths[1], buckets[1]))
+    needed = multihost_utils.process_allgather(needed).max(0)
+  lengths = [bucket(needed[0], buckets[0]), bucket(needed[1], buckets[1])]
+  batch = trim(batch, *lengths)
+  if unpad:
+    for side, mask, length, real in zip(("query", "doc"), masks, lengths, needed[2:]):
+      capacity = unpadding.shard_capacity(int(real), mask.shape[0] // local_shards * length)
+      if capacity:
+        batch[f"{side}_pack"] = unpadding.pack_index(mask[:, :length], local_shards, capacity)
   return {k: jax.make_array_from_process_local_data(sharding.batch_sharding(mesh, rules, v.ndim), v)
           for k, v in batch.items()}
 

@@ -44,8 +44,17 @@ def param_shardings(state: nnx.State, mesh, rules) -> dict:
   return nnx.to_pure_dict(jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable)))
 
 
+def _batch_axes(mesh, rules) -> tuple[str, ...]:
+  return tuple(a for a in dict((n, _as_tuple(a)) for n, a in rules).get("batch", ()) if mesh.shape[a] > 1)
+
+
+def batch_shards(mesh, rules) -> int:
+  """How many blocks of rows `batch_sharding` splits the batch into."""
+  return math.prod(mesh.shape[a] for a in _batch_axes(mesh, rules))
+
+
 def batch_sharding(mesh, rules, ndim: int) -> NamedSharding:
   """Leading (batch) dimension over the rule for 'batch'; the rest replicated."""
-  axes = tuple(a for a in dict((n, _as_tuple(a)) for n, a in rules).get("batch", ()) if mesh.shape[a] > 1)
+  axes = _batch_axes(mesh, rules)
   lead = None if not axes else axes[0] if len(axes) == 1 else axes
   return NamedSharding(mesh, PartitionSpec(lead, *([None] * (ndim - 1))))

@@ -83,13 +83,14 @@ class StepBuilder:
 
   def embeddings(self, module, batch, dropout_key):
     """The representations of a batch's B queries and of their [B, C] candidates; dropout from
-    `dropout_key`."""
+    `dropout_key`; a side with a pack index (pipeline.global_batch) runs unpadded."""
     dropout = Dropout(dropout_key, self.dropout)
     b, c, l = batch["doc_ids"].shape
     q = module.encode({"input_ids": batch["query_ids"], "attention_mask": batch["query_mask"]}, "query",
-                      dropout=dropout)
+                      packing=batch.get("query_pack"), dropout=dropout)
     d = module.encode({"input_ids": batch["doc_ids"].reshape(b * c, l),
-                       "attention_mask": batch["doc_mask"].reshape(b * c, l)}, "document", dropout=dropout)
+                       "attention_mask": batch["doc_mask"].reshape(b * c, l)}, "document",
+                      packing=batch.get("doc_pack"), dropout=dropout)
     return q, jax.tree.map(lambda x: x.reshape(b, c, *x.shape[1:]), d)
 
   def objective(self, q, d, batch, key, module):

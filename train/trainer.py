@@ -105,6 +105,7 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
   if config.eval.every:
     beir.load_collection(eval_config.data, eval_config.split)  # its errors now, not after the first steps
   data_iter = iter(pipeline.dataset.to_iter_dataset())
+  unpad = config.data.unpad and config.accumulate_steps == 1 and not config.grad_cache_chunks
   if saved is not None:
     state, data_state = checkpointer.restore(state)
     data_iter.set_state(data_state)
@@ -124,7 +125,7 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
   unchecked = None  # (step, metrics) of the step dispatched before this one
   try:
     for step in range(start, config.total_steps):
-      batch = global_batch(next(data_iter), mesh, rules, pipeline.buckets)
+      batch = global_batch(next(data_iter), mesh, rules, pipeline.buckets, unpad)
       state, metrics = step_fn(state, batch, key)
       if unchecked:
         finite(*unchecked)

@@ -122,15 +122,16 @@ class BertLayer(nnx.Module):
     split = lambda t: t.reshape(b, l, self.num_heads, h // self.num_heads)
     dropped = dropout.mask((b, self.num_heads, l, l), self.attention_dropout)
     ctx = attention(split(q), split(k), split(v), mask, dropped, lengths=lengths)
-    x = self.attn_norm(x + dropout(self.attn_out(layout.to_tokens(ctx.reshape(b, l, h))), self.hidden_dropout))
-    return self.mlp_norm(x + dropout(self.mlp_out(self.act(self.mlp_in(x))), self.hidden_dropout))
+    x = self.attn_norm(x + dropout(self.attn_out(layout.to_tokens(ctx.reshape(b, l, h))), self.hidden_dropout,
+                                         layout.rows))
+    return self.mlp_norm(x + dropout(self.mlp_out(self.act(self.mlp_in(x))), self.hidden_dropout, layout.rows))
 
 
 class Bert(nnx.Module):
   """Token ids [B, L] and mask [B, L] (right padding) to the last hidden states [B, L, H] (float32).
 
-  `token_capacity` (static; `unpadding.token_capacity`) runs everything but attention on the
-  real tokens only; hidden states at padding are then 0. `dropout` (training only): Hugging
+  `packing` (`unpadding.layout`: an int capacity or a pack index) runs everything but attention
+  on the real tokens only; hidden states at padding are then 0. `dropout` (training only): Hugging
   Face's sites, hidden_dropout_prob after the embeddings' norm and after each block's output
   projection, attention_probs_dropout_prob on the attention probabilities.
   """
@@ -165,13 +166,14 @@ class Bert(nnx.Module):
     return (rows(self.word_embeddings.embedding, input_ids) + positions
             + types @ self.token_type_embeddings.embedding[...].astype(dtype))
 
-  def __call__(self, input_ids, attention_mask, token_type_ids=None, token_capacity=None,
+  def __call__(self, input_ids, attention_mask, token_type_ids=None, packing=None,
                dropout: Dropout | None = None):
     dropout = dropout or Dropout.off()
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
-    layout = unpadding.layout(attention_mask, token_capacity)
-    x = dropout(self.embed_norm(self.embeddings(input_ids, token_type_ids, layout)), self.config.hidden_dropout_prob)
+    layout = unpadding.layout(attention_mask, packing)
+    x = dropout(self.embed_norm(self.embeddings(input_ids, token_type_ids, layout)), self.config.hidden_dropout_prob,
+                layout.rows)
     mask, lengths = attention_mask.astype(bool)[:, None, :], attention_mask.sum(-1)
     for layer in self.layers:
       x = layer(x, mask, lengths, layout, dropout)

@@ -7,7 +7,7 @@ embeddings LN(E[ids]) in, final LN out. Layer i is global when i % global_attn_e
 and each kind has its own RoPE base (global_rope_theta, local_rope_theta).
 
 Attention runs on the padded [B, L] layout with padding masked (as transformers' sdpa/eager
-paths do). With `token_capacity` set, everything else runs unpadded (`unpadding.py`), on the real
+paths do). With `packing` set, everything else runs unpadded (`unpadding.py`), on the real
 tokens only, as transformers' flash-attention path does.
 """
 import dataclasses
@@ -143,15 +143,15 @@ class ModernBertLayer(nnx.Module):
     dropped = dropout.mask((b, self.num_heads, l, l), self.attention_dropout)
     mask, lengths = masks[self.kind]
     ctx = attention(q, k, v[:, :, 0], mask, dropped, lengths=lengths).reshape(b, l, h)
-    x = x + dropout(self.attn_out(layout.to_tokens(ctx)), self.attention_dropout)
+    x = x + dropout(self.attn_out(layout.to_tokens(ctx)), self.attention_dropout, layout.rows)
     u, g = jnp.split(self.mlp_in(self.mlp_norm(x)), 2, axis=-1)
-    return x + self.mlp_out(dropout(self.act(u) * g, self.mlp_dropout))
+    return x + self.mlp_out(dropout(self.act(u) * g, self.mlp_dropout, layout.rows))
 
 
 class ModernBert(nnx.Module):
   """Token ids [B, L] and mask [B, L] to the last hidden states [B, L, H] (float32); no token types.
 
-  `token_capacity` (static; `unpadding.token_capacity`) runs the per-token layers unpadded;
+  `packing` (`unpadding.layout`: an int capacity or a pack index) runs the per-token layers unpadded;
   hidden states at padding are then 0. `dropout` (training only): Hugging Face's sites,
   embedding_dropout after the embeddings' norm, attention_dropout on the attention
   probabilities and after the attention's output projection, mlp_dropout before the MLP's.
@@ -166,7 +166,7 @@ class ModernBert(nnx.Module):
     self.layers = nnx.List([ModernBertLayer(c, i, dtype=dtype, rngs=rngs) for i in range(c.num_hidden_layers)])
     self.final_norm = _layer_norm(c, dtype=dtype, rngs=rngs)
 
-  def __call__(self, input_ids, attention_mask, token_type_ids=None, token_capacity=None,
+  def __call__(self, input_ids, attention_mask, token_type_ids=None, packing=None,
                dropout: Dropout | None = None):
     """`token_type_ids` is accepted for a common signature with Bert and ignored."""
     dropout = dropout or Dropout.off()
@@ -177,8 +177,8 @@ class ModernBert(nnx.Module):
     masks = {GLOBAL: (keys, attention_mask.sum(-1)), LOCAL: (keys & band, None)}  # (mask, lengths if padding alone)
     head_dim = c.hidden_size // c.num_attention_heads
     ropes = {GLOBAL: rope(l, head_dim, c.global_rope_theta), LOCAL: rope(l, head_dim, c.local_rope_theta)}
-    layout = unpadding.layout(attention_mask, token_capacity)
-    x = dropout(self.embed_norm(self.tok_embeddings(layout.to_tokens(input_ids))), c.embedding_dropout)
+    layout = unpadding.layout(attention_mask, packing)
+    x = dropout(self.embed_norm(self.tok_embeddings(layout.to_tokens(input_ids))), c.embedding_dropout, layout.rows)
     for layer in self.layers:
       x = layer(x, masks, ropes, layout, dropout)
     return layout.to_padded(self.final_norm(x).astype(jnp.float32))

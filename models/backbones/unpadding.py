@@ -1,34 +1,84 @@
 """Unpadding: per-token layers run on the real tokens only, attention on the padded [B, L] layout.
 
-A batch [B, L] holding n real tokens is packed into `capacity` ≥ n rows (a static size, so each
-capacity compiles once). Packing and unpacking are both gathers:
-  tokens[t] = x[pack_index[t]],   pack_index = flat positions of the real tokens (then B·L)
-  x[i]      = tokens[unpack_index[i]],   unpack_index = packed row of position i (capacity if padding)
-where index B·L, respectively capacity, reads an appended row of zeros.
+A batch [B, L] is split into n shards of B/n rows (n = 1 when encoding; in training the number
+of devices the batch is split over, so that packing never moves a token between devices). Shard
+s holds M = (B/n)·L positions, and its real tokens are packed into c ≥ their number rows (a
+static size: each (n, c) compiles once). Packing and unpacking are both gathers, within a shard:
+  tokens[s, t] = x[s, pack[s, t]],    pack[s] = the positions of shard s's real tokens, then M
+  x[s, i] = tokens[s, unpack[s, i]],   unpack[s, i] = the packed row of position i, c if padding
+where index M, respectively c, reads an appended row of zeros. Each gather's transpose is the
+other gather (a bijection on the real tokens; padding and slack rows get zero gradients), so the
+backward has no scatter.
+
+A packing is None (padded), an int capacity (n = 1, packed on device), or a pack index [n, c]
+made on the host by `pack_index`.
 """
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 CAPACITY_FRACTIONS = (0.25, 0.5, 0.75)
 
 
-def token_capacity(attention_mask: np.ndarray) -> int | None:
-  """The smallest of B·L·{1/4, 1/2, 3/4} that holds the batch's real tokens, or None (run padded).
+def shard_capacity(real_tokens: int, positions: int) -> int | None:
+  """The smallest of positions·{1/4, 1/2, 3/4} that holds `real_tokens`, or None (run padded).
 
   Below 3/4 full the per-token layers save at least a quarter of their work, which outweighs
   the gathers around each attention block.
   """
-  total, real = attention_mask.size, int(attention_mask.sum())
-  return next((int(total * f) for f in CAPACITY_FRACTIONS if real <= int(total * f)), None)
+  return next((int(positions * f) for f in CAPACITY_FRACTIONS if real_tokens <= int(positions * f)), None)
 
 
-def _gather_rows(x, index):
-  """x[index] over the leading axis, index len(x) reading a row of zeros."""
-  return jnp.concatenate([x, jnp.zeros_like(x[:1])])[index]
+def token_capacity(attention_mask: np.ndarray) -> int | None:
+  """`shard_capacity` of a whole batch, as one shard."""
+  return shard_capacity(int(attention_mask.sum()), attention_mask.size)
+
+
+def shard_tokens(attention_mask: np.ndarray, shards: int) -> np.ndarray:
+  """Real tokens in each of the `shards` row blocks of a [B, L] mask."""
+  return attention_mask.reshape(shards, -1).astype(bool).sum(-1)
+
+
+def pack_index(attention_mask: np.ndarray, shards: int, capacity: int) -> np.ndarray:
+  """pack [shards, capacity] int32: each shard's real positions in order, then M (its size)."""
+  flat = attention_mask.reshape(shards, -1).astype(bool)
+  out = np.full((shards, capacity), flat.shape[1], np.int32)
+  for s, row in enumerate(flat):
+    real = np.flatnonzero(row)
+    if len(real) > capacity:
+      raise ValueError(f"shard {s} holds {len(real)} real tokens, more than the capacity {capacity}")
+    out[s, :len(real)] = real
+  return out
+
+
+def _take_rows(x, index):
+  """x [n, M, ...] → [n, K, ...]: x[s, index[s, k]], index M reading a row of zeros."""
+  x = jnp.concatenate([x, jnp.zeros_like(x[:, :1])], axis=1)
+  index = index.reshape(*index.shape, *(1,) * (x.ndim - 2))
+  return jnp.take_along_axis(x, index, axis=1)
+
+
+@jax.custom_vjp
+def _regather(x, index, inverse):
+  """_take_rows(x, index), whose transpose is _take_rows(·, inverse) for `inverse` index's inverse."""
+  return _take_rows(x, index)
+
+
+def _regather_fwd(x, index, inverse):
+  return _take_rows(x, index), (index, inverse)
+
+
+def _regather_bwd(residuals, g):
+  index, inverse = residuals
+  return _take_rows(g, inverse), None, None
+
+
+_regather.defvjp(_regather_fwd, _regather_bwd)
 
 
 class Padded:
   """The identity layout: every layer sees [B, L, ...]."""
+  rows = None
 
   def to_tokens(self, x):
     return x
@@ -38,20 +88,33 @@ class Padded:
 
 
 class Unpadded:
-  """Tokens [capacity, ...] between attention blocks; `to_padded` restores [B, L, ...]."""
+  """Tokens [n·c, ...] between attention blocks; `to_padded` restores [B, L, ...]. `rows` [n·c]:
+  each token's row-major position in [B, L] (what dropout hashes, as in the padded layout)."""
 
-  def __init__(self, attention_mask, capacity: int):
-    flat = attention_mask.reshape(-1).astype(bool)
+  def __init__(self, attention_mask, pack):
     self.shape = attention_mask.shape
-    self.pack_index = jnp.nonzero(flat, size=capacity, fill_value=flat.size)[0]
-    self.unpack_index = jnp.where(flat, jnp.cumsum(flat) - 1, capacity)
+    n, self.capacity = pack.shape
+    flat = attention_mask.reshape(n, -1).astype(bool)
+    self.pack = pack
+    self.unpack = jnp.where(flat, jnp.cumsum(flat, axis=1, dtype=jnp.int32) - 1, self.capacity)
+    self.rows = (pack + jnp.arange(n, dtype=jnp.int32)[:, None] * flat.shape[1]).reshape(-1)
 
   def to_tokens(self, x):
-    return _gather_rows(x.reshape(-1, *x.shape[2:]), self.pack_index)
+    n = self.pack.shape[0]
+    shards = x.reshape(n, -1, *x.shape[2:])
+    return _regather(shards, self.pack, self.unpack).reshape(-1, *x.shape[2:])
 
   def to_padded(self, x):
-    return _gather_rows(x, self.unpack_index).reshape(*self.shape, *x.shape[1:])
+    n = self.pack.shape[0]
+    tokens = x.reshape(n, self.capacity, *x.shape[1:])
+    return _regather(tokens, self.unpack, self.pack).reshape(*self.shape, *x.shape[1:])
 
 
-def layout(attention_mask, capacity: int | None):
-  return Padded() if capacity is None else Unpadded(attention_mask, capacity)
+def layout(attention_mask, packing):
+  """`packing`: None, an int capacity or a pack index [n, c] (module docstring)."""
+  if packing is None:
+    return Padded()
+  if isinstance(packing, int):
+    flat = attention_mask.reshape(1, -1).astype(bool)
+    packing = jnp.nonzero(flat[0], size=packing, fill_value=flat.shape[1])[0][None].astype(jnp.int32)
+  return Unpadded(attention_mask, packing)

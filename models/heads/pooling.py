@@ -1,4 +1,5 @@
 """Sentence embeddings from token states: CLS, mean or last-token pooling, with optional L2 norm."""
+import jax
 import jax.numpy as jnp
 
 MODES = ("cls", "mean", "lasttoken")
@@ -21,5 +22,6 @@ def pool(hidden, mask, mode: str):
 
 
 def l2_normalize(x, eps=1e-12):
-  """x / max(‖x‖₂, eps), as torch.nn.functional.normalize."""
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+  """x / max(‖x‖₂, eps), as torch.nn.functional.normalize; written x / √max(Σx², eps²) so that
+  the gradient at x = 0 (an unpadded run's padding) is 0, not NaN."""
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))

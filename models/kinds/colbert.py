@@ -94,12 +94,12 @@ class ColBERT(nnx.Module):
     self.projection = Projection(backbone.config.hidden_size, settings.projection, rngs=rngs or nnx.Rngs(0))
     self.skiplist_ids: tuple[int, ...] = ()
 
-  def encode(self, tokens: dict, side: str, *, token_capacity=None, dropout=None):
+  def encode(self, tokens: dict, side: str, *, packing=None, dropout=None):
     s, mask = self.settings, tokens["attention_mask"]
     expanded = side == "query" and s.do_query_expansion
     if expanded and not s.zero_expansion:
-      token_capacity = None  # the expansion positions are computed, not skipped
-    hidden = self.backbone(tokens["input_ids"], mask, tokens.get("token_type_ids"), token_capacity, dropout)
+      packing = None  # the expansion positions are computed, not skipped
+    hidden = self.backbone(tokens["input_ids"], mask, tokens.get("token_type_ids"), packing, dropout)
     if expanded and s.zero_expansion:
       hidden = hidden * mask[..., None].astype(hidden.dtype)
     vectors = l2_normalize(self.projection(hidden).astype(jnp.float32))

@@ -27,14 +27,15 @@ class Dense(nnx.Module):
   def __init__(self, backbone: nnx.Module, settings: sentence_config.SentenceConfig):
     self.backbone, self.settings = backbone, settings
 
-  def encode(self, tokens: dict, side: str, *, token_capacity=None, dropout=None):
+  def encode(self, tokens: dict, side: str, *, packing=None, dropout=None):
     """tokens: input_ids, attention_mask [B, L] (and optional token_type_ids) → [B, d].
 
-    `token_capacity` (static) runs the backbone unpadded (`backbones/unpadding.py`); `dropout` (a
+    `packing` (an int capacity, static, or a pack index [shards, c]) runs the backbone unpadded
+    (`backbones/unpadding.py`); `dropout` (a
     `dropout.Dropout`, training only) drops at the backbone's sites. Both sides encode alike."""
     del side
     hidden = self.backbone(tokens["input_ids"], tokens["attention_mask"], tokens.get("token_type_ids"),
-                           token_capacity, dropout)
+                           packing, dropout)
     emb = pool(hidden, tokens["attention_mask"], self.settings.pooling)
     return l2_normalize(emb) if self.settings.normalize else emb
 
