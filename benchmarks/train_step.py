@@ -22,7 +22,8 @@ optimizer update. retrax assembles batches as its trainer does (length buckets, 
 of a side that is at most 3/4 real tokens: here the queries); sentence-transformers pads to the
 batch's longest text. Prints queries/s for each, the ratio, achieved GFLOP/s (3 × forward
 FLOPs on real tokens; MFU against --peak-tflops on GPU), and retrax's step broken into forward, backward, loss, optimizer
-update and host batch assembly, each timed alone (their sum need not equal the step).
+update and host batch assembly, each timed alone (their sum need not equal the step), and the
+step again with every side padded (data.unpad=False).
 
 Each side runs in its own process, with glibc's malloc asking for transparent huge pages
 (`retrax.host_memory.HUGE_PAGES`), as `python -m retrax.train` runs (--default-malloc: neither).
@@ -110,15 +111,16 @@ def retrax_times(retriever, config, groups, collate, dropout):
   mesh, rules = make_mesh(config.mesh), tuple(tuple(r) for r in config.sharding_rules)
   buckets = (default_buckets(64), default_buckets(256))
 
-  def assemble(samples):
-    return global_batch(collate(samples), mesh, rules, buckets, config.data.unpad)
+  def assemble(samples, unpad=config.data.unpad):
+    return global_batch(collate(samples), mesh, rules, buckets, unpad)
 
-  def run(samples):
+  def run(samples, unpad=config.data.unpad):
     nonlocal state
-    state, metrics = step(state, assemble(samples), key)
+    state, metrics = step(state, assemble(samples, unpad), key)
     return metrics
 
   t_step = mean_time(run, groups)
+  t_padded = mean_time(lambda samples: run(samples, unpad=False), groups)
   params = state.params
   batches = [assemble(g) for g in groups]
   embeddings = jax.jit(lambda params, batch, key: builder.embeddings(builder.module(params), batch, key))
@@ -134,7 +136,8 @@ def retrax_times(retriever, config, groups, collate, dropout):
   t_forward = mean_time(lambda b: embeddings(params, b, dropout_key), batches)
   t_grads = mean_time(lambda b: grads(params, b, key, dropout_key), batches)
   g, opt_state = grads(params, batches[0], key, dropout_key)[1], state.opt_state
-  return {"step": t_step, "forward": t_forward, "backward": t_grads - t_forward,
+  return {"step": t_step, "step with data.unpad=False": t_padded,
+          "forward": t_forward, "backward": t_grads - t_forward,
           "loss": mean_time(lambda qd: objective(*qd[0], qd[1], key, params), list(zip(embedded, batches))),
           "optimizer update": mean_time(lambda _: update(g, opt_state, params), range(len(batches))),
           "host batch assembly": mean_time(assemble, groups)}
