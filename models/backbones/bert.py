@@ -122,8 +122,8 @@ class BertLayer(nnx.Module):
     split = lambda t: t.reshape(b, l, self.num_heads, h // self.num_heads)
     dropped = dropout.mask((b, self.num_heads, l, l), self.attention_dropout)
     ctx = attention(split(q), split(k), split(v), mask, dropped, lengths=lengths)
-    x = self.attn_norm(x + dropout(self.attn_out(layout.to_tokens(ctx.reshape(b, l, h))), self.hidden_dropout,
-                                         layout.rows))
+    attended = self.attn_out(layout.to_tokens(ctx.reshape(b, l, h)))
+    x = self.attn_norm(x + dropout(attended, self.hidden_dropout, layout.rows))
     return self.mlp_norm(x + dropout(self.mlp_out(self.act(self.mlp_in(x))), self.hidden_dropout, layout.rows))
 
 

@@ -92,21 +92,18 @@ class Unpadded:
   each token's row-major position in [B, L] (what dropout hashes, as in the padded layout)."""
 
   def __init__(self, attention_mask, pack):
-    self.shape = attention_mask.shape
-    n, self.capacity = pack.shape
-    flat = attention_mask.reshape(n, -1).astype(bool)
-    self.pack = pack
+    self.shape, self.pack = attention_mask.shape, pack
+    self.shards, self.capacity = pack.shape
+    flat = attention_mask.reshape(self.shards, -1).astype(bool)
     self.unpack = jnp.where(flat, jnp.cumsum(flat, axis=1, dtype=jnp.int32) - 1, self.capacity)
-    self.rows = (pack + jnp.arange(n, dtype=jnp.int32)[:, None] * flat.shape[1]).reshape(-1)
+    self.rows = (pack + jnp.arange(self.shards, dtype=jnp.int32)[:, None] * flat.shape[1]).reshape(-1)
 
   def to_tokens(self, x):
-    n = self.pack.shape[0]
-    shards = x.reshape(n, -1, *x.shape[2:])
-    return _regather(shards, self.pack, self.unpack).reshape(-1, *x.shape[2:])
+    blocks = x.reshape(self.shards, -1, *x.shape[2:])
+    return _regather(blocks, self.pack, self.unpack).reshape(-1, *x.shape[2:])
 
   def to_padded(self, x):
-    n = self.pack.shape[0]
-    tokens = x.reshape(n, self.capacity, *x.shape[1:])
+    tokens = x.reshape(self.shards, self.capacity, *x.shape[1:])
     return _regather(tokens, self.unpack, self.pack).reshape(*self.shape, *x.shape[1:])
 
 

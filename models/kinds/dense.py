@@ -31,8 +31,8 @@ class Dense(nnx.Module):
     """tokens: input_ids, attention_mask [B, L] (and optional token_type_ids) → [B, d].
 
     `packing` (an int capacity, static, or a pack index [shards, c]) runs the backbone unpadded
-    (`backbones/unpadding.py`); `dropout` (a
-    `dropout.Dropout`, training only) drops at the backbone's sites. Both sides encode alike."""
+    (`backbones/unpadding.py`); `dropout` (a `dropout.Dropout`, training only) drops at the
+    backbone's sites. Both sides encode alike."""
     del side
     hidden = self.backbone(tokens["input_ids"], tokens["attention_mask"], tokens.get("token_type_ids"),
                            packing, dropout)
