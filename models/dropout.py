@@ -8,6 +8,8 @@ threefry's 20 rounds (which cost 0.25 s for one [64, 12, 256, 256] attention mas
 16-bit, two per 32-bit word: an element is dropped iff u < round(p · 2¹⁶), a rate exact to 2⁻¹⁶.
 `rate` overrides every rate the backbone's config sets (config.model.dropout); None keeps them.
 """
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,26 +31,46 @@ class Dropout:
   def off(cls) -> "Dropout":
     return cls(None)
 
-  def mask(self, shape, configured_rate: float, rows=None):
-    """(m, 1 / (1 − p)): the boolean keep mask of `shape` and its scale, or None where dropout is off.
+  def mask(self, shape, configured_rate: float, rows=None) -> "Drawn | None":
+    """This site's mask of `shape`, or None where dropout is off.
 
     rows [shape[0]] (optional): each leading row's row-major position in a padded layout."""
     p = configured_rate if self.rate is None else self.rate
     if self.key is None or p == 0:
       return None
+    if np.prod(shape, dtype=np.int64) > 2 ** 32:
+      raise ValueError(f"dropout mask {shape}: more than 2³² elements")
     key = jax.random.fold_in(self.key, self.sites)
     self.sites += 1
-    threshold = round(p * 2 ** 16)
-    if shape[-1] % 2:
-      u = hashed_bits(key, shape, rows) >> 16
-    else:
-      words = hashed_bits(key, (*shape[:-1], shape[-1] // 2), rows)
-      u = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(shape)
-    return u >= threshold, 1 / (1 - p)
+    return Drawn(key, tuple(shape), rows, round(p * 2 ** 16), 1 / (1 - p))
 
   def __call__(self, x, configured_rate: float, rows=None):
     drawn = self.mask(x.shape, configured_rate, rows)
-    return x if drawn is None else x * multiplier(*drawn, x.dtype)
+    return x if drawn is None else x * drawn.multiplier(x.dtype)
+
+
+class Drawn(NamedTuple):
+  """One site's mask, computed where it is used: an element is kept iff its 16-bit uniform
+  u ≥ threshold = round(p · 2¹⁶), u the low then high half of each word of `hashed_bits` over
+  (…, L / 2) when the last dimension L is even, else each word's high half; scale = 1 / (1 − p)."""
+  key: jax.Array
+  shape: tuple
+  rows: jax.Array | None
+  threshold: int
+  scale: float
+
+  def keep(self) -> jax.Array:
+    """The boolean keep mask of `shape`."""
+    if self.shape[-1] % 2:
+      u = hashed_bits(self.key, self.shape, self.rows) >> 16
+    else:
+      words = hashed_bits(self.key, (*self.shape[:-1], self.shape[-1] // 2), self.rows)
+      u = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(self.shape)
+    return u >= self.threshold
+
+  def multiplier(self, dtype=jnp.float32) -> jax.Array:
+    """m / (1 − p): scale where kept, 0 where dropped."""
+    return jnp.where(self.keep(), np.float32(self.scale), np.float32(0)).astype(dtype)
 
 
 def _lowbias32(x):
@@ -73,8 +95,3 @@ def hashed_bits(key: jax.Array, shape, rows=None) -> jax.Array:
   for axis in range(first, len(shape)):
     index = index * jnp.uint32(shape[axis]) + jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
   return _lowbias32(_lowbias32(index ^ words[0]) ^ words[1])
-
-
-def multiplier(mask, scale: float, dtype=jnp.float32):
-  """m / (1 − p) from `Dropout.mask`'s pair."""
-  return jnp.where(mask, np.float32(scale), np.float32(0)).astype(dtype)

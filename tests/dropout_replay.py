@@ -6,7 +6,7 @@ import contextlib
 import numpy as np
 import torch
 
-from retrax.models.dropout import Dropout, multiplier
+from retrax.models.dropout import Dropout
 
 
 class RecordingDropout(Dropout):
@@ -18,7 +18,7 @@ class RecordingDropout(Dropout):
   def mask(self, shape, configured_rate, rows=None):
     drawn = super().mask(shape, configured_rate, rows)
     if drawn is not None:
-      self.masks.append(np.asarray(multiplier(*drawn)))
+      self.masks.append(np.asarray(drawn.multiplier()))
     return drawn
 
 
@@ -31,8 +31,10 @@ def replaying(masks):
     if not training or p == 0:
       return input
     mask = torch.tensor(next(pending))
-    assert mask.shape == input.shape, f"mask {tuple(mask.shape)} for a dropout on {tuple(input.shape)}"
-    return input * mask
+    # retrax's layers see tokens as [B·L, H]: the same elements in the same row-major order
+    assert mask.shape[-1] == input.shape[-1] and mask.numel() == input.numel(), \
+        f"mask {tuple(mask.shape)} for a dropout on {tuple(input.shape)}"
+    return input * mask.reshape(input.shape)
   torch.nn.functional.dropout = dropout
   try:
     yield

@@ -20,10 +20,10 @@ def _correlation(a, b):
 
 @pytest.mark.parametrize("rate", [0.1, 0.5])
 def test_the_dropped_fraction_is_the_rate(rate):
-  kept, scale = Dropout(jax.random.key(0)).mask(SHAPE, rate)
-  dropped = 1 - np.asarray(kept).mean()
+  drawn = Dropout(jax.random.key(0)).mask(SHAPE, rate)
+  dropped = 1 - np.asarray(drawn.keep()).mean()
   assert abs(dropped - rate) < 5 * np.sqrt(rate * (1 - rate) / N)
-  assert scale == pytest.approx(1 / (1 - rate))
+  assert drawn.scale == pytest.approx(1 / (1 - rate))
 
 
 def test_every_bit_of_the_hash_is_fair():
@@ -35,9 +35,9 @@ def test_every_bit_of_the_hash_is_fair():
 def test_neighbours_sites_and_keys_are_uncorrelated():
   bound = 5 / np.sqrt(N)
   dropout = Dropout(jax.random.key(2))
-  first, _ = dropout.mask(SHAPE, 0.5)
-  second, _ = dropout.mask(SHAPE, 0.5)
-  other_key, _ = Dropout(jax.random.key(3)).mask(SHAPE, 0.5)
+  first = dropout.mask(SHAPE, 0.5).keep()
+  second = dropout.mask(SHAPE, 0.5).keep()
+  other_key = Dropout(jax.random.key(3)).mask(SHAPE, 0.5).keep()
   first, second, other_key = map(np.asarray, (first, second, other_key))
   for axis in range(len(SHAPE)):
     assert abs(_correlation(np.take(first, range(SHAPE[axis] - 1), axis),
@@ -47,5 +47,5 @@ def test_neighbours_sites_and_keys_are_uncorrelated():
 
 
 def test_the_same_key_and_site_give_the_same_mask_under_jit():
-  draw = jax.jit(lambda key: Dropout(key).mask(SHAPE, 0.1)[0])
-  np.testing.assert_array_equal(draw(jax.random.key(4)), Dropout(jax.random.key(4)).mask(SHAPE, 0.1)[0])
+  draw = jax.jit(lambda key: Dropout(key).mask(SHAPE, 0.1).keep())
+  np.testing.assert_array_equal(draw(jax.random.key(4)), Dropout(jax.random.key(4)).mask(SHAPE, 0.1).keep())

@@ -11,13 +11,15 @@ e (in the compute dtype), l, o and the boolean dropout mask, and folds 1 / l int
 
 On GPU, in bfloat16 or float16 and without attention-probability dropout, a right-padded mask
 (given as `lengths`) goes through cuDNN's fused flash attention (`jax.nn.dot_product_attention`).
+On one CPU device in float32, `cpu_attention`'s fused kernel runs it; the ops below are its
+fallback and reference.
 """
 import functools
 
 import jax
 import jax.numpy as jnp
 
-from ..dropout import multiplier
+from . import cpu_attention
 
 
 def _heads_first(t):
@@ -25,7 +27,7 @@ def _heads_first(t):
 
 
 def _dropped(x, kept, scale):
-  return x if kept is None else x * multiplier(kept, scale, x.dtype)
+  return x if kept is None else x * jnp.where(kept, scale, 0).astype(x.dtype)
 
 
 def _forward(q, k, v, bias, kept, scale):
@@ -67,14 +69,16 @@ def _cudnn_applies(q, dropped, lengths) -> bool:
 
 
 def attention(q, k, v, mask, dropped=None, *, lengths=None):
-  """q, k, v [B, L, heads, d]; mask [B, Lq or 1, Lk] (bool); dropped: `Dropout.mask`'s
-  (keep mask [B, heads, Lq, Lk], scale) or None; lengths [B]: each row's real tokens when
+  """q, k, v [B, L, heads, d]; mask [B, Lq or 1, Lk] (bool); dropped: `Dropout.mask`'s `Drawn`
+  of shape [B, heads, Lq, Lk], or None; lengths [B]: each row's real tokens when
   `mask` is right padding alone (keys j < lengths), which lets cuDNN run it. Returns
   [B, L, heads, d] in v's dtype."""
   if _cudnn_applies(q, dropped, lengths):
     lengths = jnp.maximum(lengths.astype(jnp.int32), 1)  # an all-padding row attends to its first key
     return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths, implementation="cudnn")
+  if cpu_attention.applies(q, mask, dropped):
+    return cpu_attention.attention(q, k, v, mask, dropped)
   q = q * jnp.asarray(1 / jnp.sqrt(q.shape[-1]), q.dtype)
   bias = jnp.where(mask, 0.0, jnp.finfo(jnp.float32).min)[:, None]
-  kept, scale = dropped if dropped is not None else (None, 1.0)
+  kept, scale = (dropped.keep(), dropped.scale) if dropped is not None else (None, 1.0)
   return _heads_first(_attention(*map(_heads_first, (q, k, v)), bias, kept, scale))

@@ -77,14 +77,18 @@ _regather.defvjp(_regather_fwd, _regather_bwd)
 
 
 class Padded:
-  """The identity layout: every layer sees [B, L, ...]."""
+  """Every token, padding included, as [B·L, ...] between attention blocks (one contraction
+  dimension in each dense layer's weight gradient, which XLA:CPU runs without transposing)."""
   rows = None
 
+  def __init__(self, attention_mask):
+    self.shape = attention_mask.shape
+
   def to_tokens(self, x):
-    return x
+    return x.reshape(-1, *x.shape[2:])
 
   def to_padded(self, x):
-    return x
+    return x.reshape(*self.shape, *x.shape[1:])
 
 
 class Unpadded:
@@ -110,7 +114,7 @@ class Unpadded:
 def layout(attention_mask, packing):
   """`packing`: None, an int capacity or a pack index [n, c] (module docstring)."""
   if packing is None:
-    return Padded()
+    return Padded(attention_mask)
   if isinstance(packing, int):
     flat = attention_mask.reshape(1, -1).astype(bool)
     packing = jnp.nonzero(flat[0], size=packing, fill_value=flat.shape[1])[0][None].astype(jnp.int32)
