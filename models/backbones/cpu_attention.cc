@@ -219,7 +219,7 @@ struct Dropout {
 };
 
 struct Scratch {
-  std::vector<float> q, k, kt, v, vt, dout, s, dp, pm, dk, dv, bias, m;
+  std::vector<float> q, k, kt, v, vt, dout, s, dp, pm, dk, dv, bias, m;  // s, dp, pm, m: a query block
 };
 
 Scratch& ThreadScratch() {
@@ -236,6 +236,29 @@ const bool* MaskRow(const bool* mask, const Shape& sh, int64_t b, int64_t i) {
   return mask + (b * sh.mask_rows + (sh.mask_rows == 1 ? 0 : i)) * sh.lk;
 }
 
+// Row stride of the dropout multipliers w.m: a row's hash words may run 16 past lkp.
+int64_t MultiplierStride(const Shape& sh) { return sh.lkp + kWidth; }
+
+// Rows [i0, i0 + rows) of head (b, h): turns their scores in w.s into p, with the lse read from
+// lse_in or, without it, computed into lse_out; with dropout, writes each row's multiplier m to
+// w.m and p ⊙ m to w.pm.
+void Probabilities(const Shape& sh, const Dropout& dropout, const bool* mask, int64_t b, int64_t h,
+                   int64_t i0, int rows, const float* lse_in, float* lse_out, Scratch& w) {
+  const int64_t lkp = sh.lkp, stride = MultiplierStride(sh);
+  bool none = false;
+  for (int r = 0; r < rows; ++r) {
+    const int64_t i = i0 + r, head_row = (b * sh.heads + h) * sh.lq + i;
+    if (r == 0 || sh.mask_rows > 1) MaskBias(MaskRow(mask, sh, b, i), sh, w.bias.data(), &none);
+    float* p = w.s.data() + r * lkp;
+    const float lse = Softmax(p, w.bias.data(), none, sh, lse_in ? lse_in + head_row : nullptr);
+    if (lse_out) lse_out[head_row] = lse;
+    if (dropout.scale > 0) {
+      dropout.Row(uint32_t(head_row), sh.lk, w.m.data() + r * stride);
+      Multiply(p, w.m.data() + r * stride, sh.lk, w.pm.data() + r * lkp);
+    }
+  }
+}
+
 void ForwardHead(int64_t task, const Shape& sh, float scale, const Dropout& dropout,
                  const float* q, const float* k, const float* v, const bool* mask, float* o,
                  float* lse) {
@@ -244,23 +267,14 @@ void ForwardHead(int64_t task, const Shape& sh, float scale, const Dropout& drop
   Scratch& w = ThreadScratch();
   w.q.resize(sh.lq * D); w.kt.resize(D * lkp); w.v.resize(sh.lk * D);
   w.s.resize(kQueryBlock * lkp); w.pm.resize(kQueryBlock * lkp); w.bias.resize(lkp);
-  w.m.resize(lkp + 2 * kWidth);
-  bool none = false;
+  w.m.resize(kQueryBlock * MultiplierStride(sh));
   Gather(q, sh.Row(b, 0, h), stride, sh.lq, D, scale, w.q.data(), nullptr, 0);
   Gather(k, sh.KeyRow(b, 0, h), stride, sh.lk, D, 1.0f, nullptr, w.kt.data(), lkp);
   Gather(v, sh.KeyRow(b, 0, h), stride, sh.lk, D, 1.0f, w.v.data(), nullptr, 0);
   for (int64_t i0 = 0; i0 < sh.lq; i0 += kQueryBlock) {
     const int rows = std::min<int64_t>(kQueryBlock, sh.lq - i0);
     MatMul(rows, lkp, D, w.q.data() + i0 * D, D, 1, w.kt.data(), lkp, w.s.data(), lkp, false);
-    for (int r = 0; r < rows; ++r) {
-      const int64_t i = i0 + r, head_row = (b * sh.heads + h) * sh.lq + i;
-      if (i == 0 || sh.mask_rows > 1) MaskBias(MaskRow(mask, sh, b, i), sh, w.bias.data(), &none);
-      lse[head_row] = Softmax(w.s.data() + r * lkp, w.bias.data(), none, sh, nullptr);
-      if (dropout.scale > 0) {
-        dropout.Row(uint32_t(head_row), sh.lk, w.m.data());
-        Multiply(w.s.data() + r * lkp, w.m.data(), sh.lk, w.pm.data() + r * lkp);
-      }
-    }
+    Probabilities(sh, dropout, mask, b, h, i0, rows, nullptr, lse, w);
     const float* p = dropout.scale > 0 ? w.pm.data() : w.s.data();
     MatMul(rows, D, sh.lk, p, lkp, 1, w.v.data(), D, o + sh.Row(b, i0, h), stride, false);
   }
@@ -275,9 +289,8 @@ void BackwardHead(int64_t task, const Shape& sh, float scale, const Dropout& dro
   Scratch& w = ThreadScratch();
   w.q.resize(sh.lq * D); w.k.resize(sh.lk * D); w.kt.resize(D * lkp); w.vt.resize(D * lkp);
   w.dout.resize(sh.lq * D); w.s.resize(kQueryBlock * lkp); w.dp.resize(kQueryBlock * lkp);
-  w.pm.resize(kQueryBlock * lkp); w.bias.resize(lkp); w.m.resize(lkp + 2 * kWidth);
+  w.pm.resize(kQueryBlock * lkp); w.bias.resize(lkp); w.m.resize(kQueryBlock * MultiplierStride(sh));
   w.dk.assign(sh.lk * D, 0.0f); w.dv.assign(sh.lk * D, 0.0f);
-  bool none = false;
   Gather(q, sh.Row(b, 0, h), stride, sh.lq, D, scale, w.q.data(), nullptr, 0);
   Gather(k, sh.KeyRow(b, 0, h), stride, sh.lk, D, 1.0f, w.k.data(), w.kt.data(), lkp);
   Gather(v, sh.KeyRow(b, 0, h), stride, sh.lk, D, 1.0f, nullptr, w.vt.data(), lkp);
@@ -286,21 +299,15 @@ void BackwardHead(int64_t task, const Shape& sh, float scale, const Dropout& dro
     const int rows = std::min<int64_t>(kQueryBlock, sh.lq - i0);
     MatMul(rows, lkp, D, w.q.data() + i0 * D, D, 1, w.kt.data(), lkp, w.s.data(), lkp, false);
     MatMul(rows, lkp, D, w.dout.data() + i0 * D, D, 1, w.vt.data(), lkp, w.dp.data(), lkp, false);
+    Probabilities(sh, dropout, mask, b, h, i0, rows, lse, nullptr, w);
     for (int r = 0; r < rows; ++r) {
-      const int64_t i = i0 + r, head_row = (b * sh.heads + h) * sh.lq + i;
-      if (i == 0 || sh.mask_rows > 1) MaskBias(MaskRow(mask, sh, b, i), sh, w.bias.data(), &none);
-      float* p = w.s.data() + r * lkp;
+      const float* p = w.s.data() + r * lkp;
       float* dp = w.dp.data() + r * lkp;
-      Softmax(p, w.bias.data(), none, sh, lse + head_row);
-      const float* o_row = o + sh.Row(b, i, h);
-      const float* dout_row = w.dout.data() + i * D;
+      const float* o_row = o + sh.Row(b, i0 + r, h);
+      const float* dout_row = w.dout.data() + (i0 + r) * D;
       float rowsum = 0;
       for (int64_t d = 0; d < D; ++d) rowsum += dout_row[d] * o_row[d];
-      if (dropout.scale > 0) {
-        dropout.Row(uint32_t(head_row), sh.lk, w.m.data());
-        Multiply(p, w.m.data(), sh.lk, w.pm.data() + r * lkp);
-        Multiply(dp, w.m.data(), sh.lk, dp);
-      }
+      if (dropout.scale > 0) Multiply(dp, w.m.data() + r * MultiplierStride(sh), sh.lk, dp);
       for (int64_t j = 0; j < sh.lk; ++j) dp[j] = p[j] * (dp[j] - rowsum);  // ∂s, in place
     }
     const float* pm = dropout.scale > 0 ? w.pm.data() : w.s.data();
@@ -351,11 +358,11 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ff
 }
 
 ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
-                    ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::PRED> mask,
-                    ffi::Buffer<ffi::U32> key, ffi::Buffer<ffi::F32> o,
-                    ffi::Buffer<ffi::F32> lse, ffi::Buffer<ffi::F32> dout, float scale,
-                    int64_t threshold, float keep_scale, ffi::ResultBuffer<ffi::F32> dq,
-                    ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv) {
+                    ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::PRED> mask, ffi::Buffer<ffi::U32> key,
+                    float scale, int64_t threshold, float keep_scale, ffi::Buffer<ffi::F32> o,
+                    ffi::Buffer<ffi::F32> lse, ffi::Buffer<ffi::F32> dout,
+                    ffi::ResultBuffer<ffi::F32> dq, ffi::ResultBuffer<ffi::F32> dk,
+                    ffi::ResultBuffer<ffi::F32> dv) {
   Shape sh;
   if (ffi::Error error = ReadShape(q, k, mask, &sh); error.failure()) return error;
   const Dropout dropout = ReadDropout(key, threshold, keep_scale);
@@ -367,36 +374,33 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<f
   return ffi::Error::Success();
 }
 
+// What both handlers take first: the pool, q, k, v, the mask, the dropout key words, and the
+// attributes (an argument's position counts among arguments alone, so o, lse, ∂o may follow).
+auto AttentionInputs() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32>>()   // q
+      .Arg<ffi::Buffer<ffi::F32>>()   // k
+      .Arg<ffi::Buffer<ffi::F32>>()   // v
+      .Arg<ffi::Buffer<ffi::PRED>>()  // mask
+      .Arg<ffi::Buffer<ffi::U32>>()   // dropout key words
+      .Attr<float>("scale")
+      .Attr<int64_t>("threshold")
+      .Attr<float>("keep_scale");
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RetraxAttentionForward, Forward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // q
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // k
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // v
-                                  .Arg<ffi::Buffer<ffi::PRED>>()  // mask
-                                  .Arg<ffi::Buffer<ffi::U32>>()   // dropout key words
-                                  .Attr<float>("scale")
-                                  .Attr<int64_t>("threshold")
-                                  .Attr<float>("keep_scale")
+                              AttentionInputs()
                                   .Ret<ffi::Buffer<ffi::F32>>()   // o
                                   .Ret<ffi::Buffer<ffi::F32>>()); // lse
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RetraxAttentionBackward, Backward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // q
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // k
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // v
-                                  .Arg<ffi::Buffer<ffi::PRED>>()  // mask
-                                  .Arg<ffi::Buffer<ffi::U32>>()   // dropout key words
+                              AttentionInputs()
                                   .Arg<ffi::Buffer<ffi::F32>>()   // o
                                   .Arg<ffi::Buffer<ffi::F32>>()   // lse
                                   .Arg<ffi::Buffer<ffi::F32>>()   // ∂o
-                                  .Attr<float>("scale")
-                                  .Attr<int64_t>("threshold")
-                                  .Attr<float>("keep_scale")
                                   .Ret<ffi::Buffer<ffi::F32>>()   // ∂q
                                   .Ret<ffi::Buffer<ffi::F32>>()   // ∂k
                                   .Ret<ffi::Buffer<ffi::F32>>()); // ∂v
