@@ -45,6 +45,7 @@ import optax
 from flax import nnx
 
 import retrax
+from retrax import compiler
 from retrax.configs import common
 from retrax.host_memory import HUGE_PAGES, huge_pages_environment
 from retrax.models.wheel import minilm_path
@@ -105,7 +106,7 @@ def retrax_times(retriever, config, groups, collate, dropout):
                         dropout=dropout)
   params = jax.tree.map(jnp.copy, nnx.to_pure_dict(retriever.params))  # the step donates them
   state = TrainState(params, optimizer.init(params), np.int32(0))
-  step = jax.jit(builder, donate_argnums=0)
+  step = compiler.jit(builder, donate_argnums=0)
   key, dropout_key = jax.random.key(0), jax.random.key(1)
 
   mesh, rules = make_mesh(config.mesh), tuple(tuple(r) for r in config.sharding_rules)
@@ -123,12 +124,12 @@ def retrax_times(retriever, config, groups, collate, dropout):
   t_padded = mean_time(lambda samples: run(samples, unpad=False), groups)
   params = state.params
   batches = [assemble(g) for g in groups]
-  embeddings = jax.jit(lambda params, batch, key: builder.embeddings(builder.module(params), batch, key))
-  grads = jax.jit(jax.value_and_grad(builder.batch_loss, has_aux=True))
-  objective = jax.jit(lambda q, d, batch, key, params: builder.objective(q, d, batch, key, builder.module(params)))
+  embeddings = compiler.jit(lambda params, batch, key: builder.embeddings(builder.module(params), batch, key))
+  grads = compiler.jit(jax.value_and_grad(builder.batch_loss, has_aux=True))
+  objective = compiler.jit(lambda q, d, batch, key, params: builder.objective(q, d, batch, key, builder.module(params)))
   embedded = [embeddings(params, b, dropout_key) for b in batches]
 
-  @jax.jit
+  @compiler.jit
   def update(grads, opt_state, params):
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state

@@ -16,6 +16,7 @@ import torch
 import transformers
 from flax import nnx
 
+from retrax import compiler
 from retrax.models.backbones import hf, unpadding
 
 
@@ -46,7 +47,7 @@ def main():
     theirs.save_pretrained(folder)
     _, ours = hf.load_backbone(folder)
   graphdef, params = nnx.split(ours)
-  forward = jax.jit(lambda params, ids, mask, capacity: nnx.merge(graphdef, params)(ids, mask, None, capacity),
+  forward = compiler.jit(lambda params, ids, mask, capacity: nnx.merge(graphdef, params)(ids, mask, None, capacity),
                     static_argnums=3)
 
   rng = np.random.default_rng(0)
