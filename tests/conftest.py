@@ -1,6 +1,9 @@
-"""Shared fixtures: the real collections in ../shared/data, skipped with a reason when absent."""
+"""Shared fixtures: the real collections in ../shared/data, skipped with a reason when absent; retrax's CPU kernels."""
+import os
 import pathlib
+import shutil
 
+import jax
 import pytest
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -12,3 +15,15 @@ def shared_data():
   if not SHARED_DATA.is_dir():
     pytest.skip(f"real collections not found at {SHARED_DATA} (only CI and dev machines have ../shared)")
   return SHARED_DATA
+
+
+@pytest.fixture
+def cpu_kernels():
+  """retrax's XLA:CPU kernels, built; the test skips off XLA:CPU or without a C++ compiler."""
+  from retrax.models.backbones import cpu_kernels
+  if jax.default_backend() != "cpu":
+    pytest.skip("retrax's kernels are XLA:CPU's")
+  if shutil.which(os.environ.get("CXX", "g++")) is None:
+    pytest.skip("no C++ compiler to build retrax's CPU kernels")
+  assert cpu_kernels.available(), "retrax's CPU kernels did not build (the log says why)"
+  return cpu_kernels

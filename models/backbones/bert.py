@@ -15,6 +15,7 @@ from flax import nnx
 
 from . import unpadding
 from .attention import attention
+from .cpu_layer_norm import layer_norm
 from ..dropout import Dropout, check_rates
 from ..partitioning import logical
 
@@ -22,8 +23,10 @@ from ..partitioning import logical
 @jax.custom_vjp
 def gelu(x):
   """x Φ(x) = x (1 + erf(x / √2)) / 2, as torch computes it (jax.nn.gelu's erfc form splits into
-  three passes on XLA:CPU). ∂/∂x = Φ(x) + x φ(x) is recomputed from x in the backward, so the
-  forward is one pass and keeps x alone: autodiff kept erf(x / √2) and split the forward in two."""
+  three passes on XLA:CPU). ∂/∂x = Φ(x) + x φ(x) is recomputed from x in the backward, behind an
+  optimization barrier, so the forward is one pass and keeps x alone: otherwise XLA merges the two
+  erf(x / √2) into one stored array, and the forward takes two passes (MiniLM step on XLA:CPU:
+  GELU's passes 416 → 329 ms)."""
   return 0.5 * x * (1 + jax.lax.erf(x * (1 / math.sqrt(2))))
 
 
@@ -32,6 +35,7 @@ def _gelu_fwd(x):
 
 
 def _gelu_bwd(x, g):
+  x = jax.lax.optimization_barrier(x)
   cdf = 0.5 * (1 + jax.lax.erf(x * (1 / math.sqrt(2))))
   pdf = jnp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
   return (g * (cdf + x * pdf),)
@@ -123,8 +127,8 @@ class BertLayer(nnx.Module):
     dropped = dropout.mask((b, self.num_heads, l, l), self.attention_dropout)
     ctx = attention(split(q), split(k), split(v), mask, dropped, lengths=lengths)
     attended = self.attn_out(layout.to_tokens(ctx.reshape(b, l, h)))
-    x = self.attn_norm(x + dropout(attended, self.hidden_dropout, layout.rows))
-    return self.mlp_norm(x + dropout(self.mlp_out(self.act(self.mlp_in(x))), self.hidden_dropout, layout.rows))
+    x = layer_norm(self.attn_norm, x + dropout(attended, self.hidden_dropout, layout.rows))
+    return layer_norm(self.mlp_norm, x + dropout(self.mlp_out(self.act(self.mlp_in(x))), self.hidden_dropout, layout.rows))
 
 
 class Bert(nnx.Module):
@@ -172,7 +176,7 @@ class Bert(nnx.Module):
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     layout = unpadding.layout(attention_mask, packing)
-    x = dropout(self.embed_norm(self.embeddings(input_ids, token_type_ids, layout)), self.config.hidden_dropout_prob,
+    x = dropout(layer_norm(self.embed_norm, self.embeddings(input_ids, token_type_ids, layout)), self.config.hidden_dropout_prob,
                 layout.rows)
     mask, lengths = attention_mask.astype(bool)[:, None, :], attention_mask.sum(-1)
     for layer in self.layers:

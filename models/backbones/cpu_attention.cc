@@ -12,31 +12,17 @@
 //   ∂q = scale ∂s k,  ∂k = scale ∂sᵀ q.
 // Each (batch, head) pair is one task on XLA's intra-op thread pool; within it, blocks of query
 // rows stay in cache and every product runs through one register-tiled kernel.
-#include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <cstdint>
-#include <cstring>
 #include <limits>
-#include <memory>
-#include <thread>
 #include <vector>
 
-#include "xla/ffi/api/ffi.h"
-
-namespace ffi = xla::ffi;
+#include "cpu_kernels.h"
 
 namespace {
 
-constexpr int kWidth = 16;
-constexpr int kQueryBlock = 64;
-typedef float Vec __attribute__((vector_size(kWidth * sizeof(float))));
-typedef int32_t IVec __attribute__((vector_size(kWidth * sizeof(int32_t))));
-typedef uint32_t UVec __attribute__((vector_size(kWidth * sizeof(uint32_t))));
+using namespace retrax_cpu;
 
-inline Vec Load(const float* p) { Vec v; std::memcpy(&v, p, sizeof v); return v; }
-inline void Store(float* p, Vec v) { std::memcpy(p, &v, sizeof v); }
-inline Vec Splat(float x) { return Vec{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+constexpr int kQueryBlock = 64;
 
 // exp(x) = 2ⁿ · e^f, n = round(x / ln 2), |f| ≤ ln 2 / 2, e^f by its degree-6 Taylor polynomial
 // (relative error below 2e-7); 0 below −87.
@@ -105,23 +91,6 @@ void MatMul(int M, int N, int K, const float* A, int64_t ar, int64_t ak, const f
 
 int64_t RoundUp(int64_t n) { return (n + kWidth - 1) / kWidth * kWidth; }
 
-// Runs body(0 … n−1) on the calling thread and the pool's; returns when every index is done.
-template <typename Body>
-void ParallelFor(ffi::ThreadPool& pool, int64_t n, Body body) {
-  struct Progress { std::atomic<int64_t> next{0}, done{0}; };
-  auto progress = std::make_shared<Progress>();
-  auto work = [progress, n, body]() {
-    for (int64_t i; (i = progress->next.fetch_add(1)) < n;) {
-      body(i);
-      progress->done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  int64_t helpers = std::min<int64_t>(pool.num_threads(), n) - 1;
-  for (int64_t t = 0; t < helpers; ++t) pool.Schedule(decltype(work)(work));
-  work();
-  while (progress->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
-}
-
 struct Shape {
   int64_t batch, lq, lk, heads, dim, lkp, mask_rows;
   int64_t Row(int64_t b, int64_t i, int64_t h) const { return ((b * lq + i) * heads + h) * dim; }
@@ -175,8 +144,7 @@ float Softmax(float* s, const float* bias, bool none, const Shape& sh, const flo
     total += e;
   }
   if (lse) return shift;
-  float sum = 0;
-  for (int t = 0; t < kWidth; ++t) sum += total[t];
+  const float sum = Sum(total);
   Vec inverse = Splat(1.0f / sum);
   for (int64_t j = 0; j < sh.lkp; j += kWidth) Store(s + j, Load(s + j) * inverse);
   return shift + std::log(sum);

@@ -1,87 +1,24 @@
-"""Fused float32 attention on XLA:CPU: `cpu_attention.cc` as XLA FFI custom calls, forward and backward.
+"""Fused float32 attention on XLA:CPU: `cpu_attention.cc` (`cpu_kernels`), forward and backward.
 
 XLA:CPU runs attention as separate batched dots, transposes and softmax passes; this kernel does
 one (batch, head) pair per task in cache, on the [B, L, heads, d] layout the projections give
-(the formulas are in the .cc file). It is compiled on first use with the machine's C++ compiler
-(`CXX`, default g++, `-O3 -march=native`) into `RETRAX_KERNEL_CACHE` (default
-$XDG_CACHE_HOME/retrax/kernels or ~/.cache/retrax/kernels), keyed by the source, the compiler,
-jax and the CPU's flags.
-Without a compiler, or with RETRAX_CPU_ATTENTION=0, `attention.py`'s XLA path runs instead.
-It runs on a single CPU device: a custom call has no sharding rule.
+(the formulas are in the .cc file). Where it does not apply, `attention.py`'s XLA path runs.
 """
-import ctypes
 import functools
-import hashlib
-import logging
-import os
-import pathlib
-import shutil
-import subprocess
-import tempfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-_SOURCE = pathlib.Path(__file__).with_name("cpu_attention.cc")
-_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
+from . import cpu_kernels
+
 _FORWARD, _BACKWARD = "retrax_attention_forward", "retrax_attention_backward"
-
-
-def _cpu_flags() -> str:
-  try:
-    return next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
-  except OSError:
-    return ""
-
-
-def _compile(compiler: str) -> pathlib.Path:
-  """The shared library for this source, compiler, jaxlib and CPU, built once (atomically)."""
-  include = jax.ffi.include_dir()
-  version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
-  key = hashlib.sha256("\0".join((_SOURCE.read_text(), compiler, version, " ".join(_FLAGS),
-                                  jax.__version__, include, _cpu_flags())).encode()).hexdigest()[:16]
-  default = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "retrax" / "kernels"
-  cache = pathlib.Path(os.environ.get("RETRAX_KERNEL_CACHE", default))
-  library = cache / f"cpu_attention-{key}.so"
-  if library.exists():
-    return library
-  cache.mkdir(parents=True, exist_ok=True)
-  with tempfile.TemporaryDirectory(dir=cache) as scratch:
-    built = pathlib.Path(scratch) / library.name
-    result = subprocess.run([compiler, *_FLAGS, f"-I{include}", str(_SOURCE), "-o", str(built)],
-                            capture_output=True, text=True)
-    if result.returncode:
-      raise RuntimeError(f"{compiler} failed on {_SOURCE}:\n{result.stderr[-4000:]}")
-    os.replace(built, library)
-  return library
-
-
-@functools.cache
-def available() -> bool:
-  """Whether the kernel is built and registered (logs why not, once)."""
-  if os.environ.get("RETRAX_CPU_ATTENTION", "1") == "0":
-    return False
-  compiler = os.environ.get("CXX", "g++")
-  if shutil.which(compiler) is None:
-    logging.warning("no C++ compiler %r: attention runs as XLA's separate ops on CPU (slower)", compiler)
-    return False
-  try:
-    library = ctypes.cdll.LoadLibrary(str(_compile(compiler)))
-  except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
-    logging.warning("the fused CPU attention kernel did not build, XLA's ops run instead: %s", error)
-    return False
-  jax.ffi.register_ffi_target(_FORWARD, jax.ffi.pycapsule(library.RetraxAttentionForward), platform="cpu")
-  jax.ffi.register_ffi_target(_BACKWARD, jax.ffi.pycapsule(library.RetraxAttentionBackward), platform="cpu")
-  return True
 
 
 def applies(q, mask, dropped) -> bool:
   """float32 on one CPU device, a head dimension that is a multiple of 16, a padded-layout dropout
   mask (if any), and the kernel built."""
-  return (jax.default_backend() == "cpu" and jax.device_count() == 1 and q.dtype == jnp.float32
-          and q.shape[-1] % 16 == 0 and mask.dtype == jnp.bool_
-          and (dropped is None or dropped.rows is None) and available())
+  return mask.dtype == jnp.bool_ and (dropped is None or dropped.rows is None) and cpu_kernels.applies(q)
 
 
 def _attrs(q, threshold, keep_scale):

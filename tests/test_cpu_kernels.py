@@ -1,0 +1,93 @@
+"""retrax's XLA:CPU kernels: built once and atomically, XLA's ops without a compiler, and the layer
+norm kernel against torch's autograd (the attention kernel's tests are in test_attention.py)."""
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from retrax import compiler
+from retrax.models.backbones import cpu_layer_norm
+
+
+def test_the_kernels_are_built_once_and_atomically(cpu_kernels, tmp_path, monkeypatch):
+  monkeypatch.setenv("RETRAX_KERNEL_CACHE", str(tmp_path))
+  first = cpu_kernels._compile(os.environ.get("CXX", "g++"))
+  mtime = first.stat().st_mtime_ns
+  assert cpu_kernels._compile(os.environ.get("CXX", "g++")) == first and first.stat().st_mtime_ns == mtime
+  assert [p.name for p in tmp_path.iterdir()] == [first.name]
+
+
+def test_without_a_working_compiler_attention_and_layer_norm_fall_back_to_xlas_ops(tmp_path):
+  """A compiler that fails leaves nothing in the cache, says so, and XLA's ops still run."""
+  failing = tmp_path / "failing-c++"
+  failing.write_text('#!/bin/sh\n[ "$1" = --version ] && echo "failing-c++ 1.0" && exit 0\n'
+                     'echo "failing-c++: error: no" >&2; exit 1\n')
+  failing.chmod(0o755)
+  script = ("import jax, jax.numpy as jnp\n"
+            "from flax import nnx\n"
+            "from retrax.models.backbones.attention import attention\n"
+            "from retrax.models.backbones.cpu_layer_norm import layer_norm\n"
+            "norm = nnx.LayerNorm(16, rngs=nnx.Rngs(0))\n"
+            "q = jnp.ones((1, 4, 1, 16)); mask = jnp.ones((1, 1, 4), bool)\n"
+            "f = jax.jit(lambda q: attention(q, q, q, mask) + layer_norm(norm, q))\n"
+            "assert 'retrax_' not in f.lower(q).compile().as_text()\n"
+            "print(float(f(q).sum()))\n")
+  env = dict(os.environ, CXX=str(failing), RETRAX_KERNEL_CACHE=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert float(result.stdout.split()[-1]) == 64.0  # attention of equal rows is the row; the norm of a constant is 0
+  assert "retrax's CPU kernels did not build" in result.stderr and "failing-c++: error: no" in result.stderr
+  assert list((tmp_path / "cache").iterdir()) == []
+
+
+def torch_layer_norm(x, scale, bias, eps, dy):
+  """y = LayerNorm(x) and the gradients of Σ y ⊙ dy with respect to x, scale and bias."""
+  tx = torch.tensor(x, requires_grad=True)
+  norm = torch.nn.LayerNorm(x.shape[-1], eps=eps)
+  with torch.no_grad():
+    norm.weight.copy_(torch.tensor(scale))
+    norm.bias.copy_(torch.tensor(bias))
+  y = norm(tx)
+  y.backward(torch.tensor(dy))
+  return [t.detach().numpy() for t in (y, tx.grad, norm.weight.grad, norm.bias.grad)]
+
+
+@pytest.mark.parametrize("shape, eps", [((3, 37, 32), 1e-12), ((130, 384), 1e-5)],
+                         ids=["rows-in-a-partial-block", "minilm-width-two-blocks"])
+def test_layer_norm_kernel_and_its_backward_match_torch(cpu_kernels, shape, eps):
+  rng = np.random.default_rng(0)
+  x = (rng.standard_normal(shape) * 3 + 2).astype(np.float32)
+  dy = rng.standard_normal(shape).astype(np.float32)
+  scale = (rng.random(shape[-1]) + 0.5).astype(np.float32)
+  bias = rng.standard_normal(shape[-1]).astype(np.float32)
+  norm = nnx.LayerNorm(shape[-1], epsilon=eps, rngs=nnx.Rngs(0))
+  norm.scale[...], norm.bias[...] = scale, bias
+  graphdef, params = nnx.split(norm)
+
+  def run(params, x, dy):
+    y, pullback = jax.vjp(lambda p, x: cpu_layer_norm.layer_norm(nnx.merge(graphdef, p), x), params, x)
+    dparams, dx = pullback(dy)
+    return y, dx, dparams["scale"][...], dparams["bias"][...]
+
+  step = compiler.jit(run)
+  text = step.lower(params, x, dy).compile().as_text()
+  assert "retrax_layer_norm_forward" in text and "retrax_layer_norm_backward" in text
+  for ours, theirs in zip(step(params, x, dy), torch_layer_norm(x, scale, bias, eps, dy)):
+    np.testing.assert_allclose(np.asarray(ours), theirs, rtol=0, atol=2e-6 * np.abs(theirs).max())
+
+
+def test_layer_norm_outside_the_kernel_is_the_module(cpu_kernels):
+  """bfloat16, or a width that is not a multiple of 16, runs nnx.LayerNorm itself."""
+  for dtype, width in ((jnp.bfloat16, 32), (jnp.float32, 24)):
+    norm = nnx.LayerNorm(width, dtype=dtype, rngs=nnx.Rngs(0))
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((5, width)), dtype)
+    assert not cpu_layer_norm.applies(norm, x)
+    text = jax.jit(lambda x: cpu_layer_norm.layer_norm(norm, x)).lower(x).compile().as_text()
+    assert "retrax_layer_norm" not in text
+    np.testing.assert_array_equal(np.asarray(cpu_layer_norm.layer_norm(norm, x)), np.asarray(norm(x)))
