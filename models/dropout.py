@@ -84,9 +84,8 @@ def _lowbias32(x):
 
 def hashed_bits(key: jax.Array, shape, rows=None) -> jax.Array:
   """uint32 words of `shape`: h(c) = g(g(c ⊕ k₀) ⊕ k₁), c the row-major index of each element,
-  or, given rows [shape[0]], c = rows[i]·∏shape[1:] + the index within row i."""
-  if np.prod(shape, dtype=np.int64) > 2 ** 32:
-    raise ValueError(f"dropout mask {shape}: more than 2³² elements")
+  or, given rows [shape[0]], c = rows[i]·∏shape[1:] + the index within row i (c wraps past 2³²
+  elements, which `Dropout.mask` refuses)."""
   words = jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
   if rows is None:
     index, first = jnp.zeros(shape, jnp.uint32), 0

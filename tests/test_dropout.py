@@ -49,3 +49,11 @@ def test_neighbours_sites_and_keys_are_uncorrelated():
 def test_the_same_key_and_site_give_the_same_mask_under_jit():
   draw = jax.jit(lambda key: Dropout(key).mask(SHAPE, 0.1).keep())
   np.testing.assert_array_equal(draw(jax.random.key(4)), Dropout(jax.random.key(4)).mask(SHAPE, 0.1).keep())
+
+
+def test_a_mask_over_2_32_elements_is_refused_before_it_is_drawn():
+  """The hash's element index is 32 bits wide: past 2³² elements masks would repeat."""
+  dropout = Dropout(jax.random.key(0))
+  with pytest.raises(ValueError, match="more than 2³² elements"):
+    dropout.mask((2 ** 16, 2 ** 16 + 1), 0.1)
+  assert dropout.mask((2 ** 16, 2 ** 16), 0.1).shape == (2 ** 16, 2 ** 16)  # exactly 2³²: still lazy, never drawn
