@@ -69,8 +69,12 @@ class Drawn(NamedTuple):
     return u >= self.threshold
 
   def multiplier(self, dtype=jnp.float32) -> jax.Array:
-    """m / (1 − p): scale where kept, 0 where dropped."""
-    return jnp.where(self.keep(), np.float32(self.scale), np.float32(0)).astype(dtype)
+    return multiplier(self.keep(), self.scale, dtype)
+
+
+def multiplier(keep, scale: float, dtype=jnp.float32) -> jax.Array:
+  """m / (1 − p) from a keep mask and its scale 1 / (1 − p): scale where kept, 0 where dropped."""
+  return jnp.where(keep, np.float32(scale), np.float32(0)).astype(dtype)
 
 
 def _lowbias32(x):

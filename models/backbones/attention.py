@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from . import cpu_attention
+from ..dropout import multiplier
 
 
 def _heads_first(t):
@@ -27,7 +28,7 @@ def _heads_first(t):
 
 
 def _dropped(x, kept, scale):
-  return x if kept is None else x * jnp.where(kept, scale, 0).astype(x.dtype)
+  return x if kept is None else x * multiplier(kept, scale, x.dtype)
 
 
 def _forward(q, k, v, bias, kept, scale):

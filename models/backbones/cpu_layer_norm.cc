@@ -17,9 +17,18 @@ constexpr int64_t kRows = 64;
 
 int64_t Blocks(int64_t rows) { return (rows + kRows - 1) / kRows; }
 
+// x must be [T, H] with H a multiple of 16, and γ [H].
+ffi::Error CheckShapes(const ffi::Buffer<ffi::F32>& x, const ffi::Buffer<ffi::F32>& gamma) {
+  auto xd = x.dimensions(), gd = gamma.dimensions();
+  if (xd.size() != 2 || xd[1] % kWidth != 0 || gd.size() != 1 || gd[0] != xd[1])
+    return ffi::Error::InvalidArgument("layer norm: x must be [T, H] with H a multiple of 16, and the scale [H]");
+  return ffi::Error::Success();
+}
+
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> gamma,
                    ffi::Buffer<ffi::F32> beta, float epsilon, ffi::ResultBuffer<ffi::F32> y,
                    ffi::ResultBuffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> rstd) {
+  if (ffi::Error error = CheckShapes(x, gamma); error.failure()) return error;
   const int64_t rows = x.dimensions()[0], h = x.dimensions()[1];
   const float *in = x.typed_data(), *g = gamma.typed_data(), *b = beta.typed_data();
   float *out = y->typed_data(), *mu = mean->typed_data(), *rho = rstd->typed_data();
@@ -47,6 +56,7 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<f
                     ffi::Buffer<ffi::F32> mean, ffi::Buffer<ffi::F32> rstd, ffi::Buffer<ffi::F32> dy,
                     ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dgamma,
                     ffi::ResultBuffer<ffi::F32> dbeta) {
+  if (ffi::Error error = CheckShapes(x, gamma); error.failure()) return error;
   const int64_t rows = x.dimensions()[0], h = x.dimensions()[1], blocks = Blocks(rows);
   const float *in = x.typed_data(), *g = gamma.typed_data(), *mu = mean.typed_data(), *rho = rstd.typed_data();
   const float* grad = dy.typed_data();
