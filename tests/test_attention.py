@@ -67,11 +67,13 @@ def _runs_fused_kernel(grads, q, k, v) -> bool:
 @pytest.mark.parametrize("d, l, window", [(16, 37, None), (32, 40, None), (64, 37, 4)],
                          ids=["d16-odd-length", "d32-even-length", "d64-local-window"])
 def test_fused_cpu_attention_and_its_backward_match_torch(cpu_kernels, dropout, d, l, window):
-  """Lengths that leave a partial 16-lane tail; dropout's hash pairs elements when l is even."""
+  """Lengths that leave a partial 16-lane tail; dropout's hash pairs elements when l is even. The
+  products stop after each batch row's last attended key (3 of 37 keys in one row)."""
   q, k, v, do, lengths, mask = _inputs(4, l, 3, d, jnp.float32)
-  if window:  # a per-query mask [B, L, L], as ModernBERT's local layers give
-    i = np.arange(l)
-    mask = jnp.asarray(np.broadcast_to(np.abs(i[:, None] - i[None, :]) <= window, (4, l, l)))
+  if window:  # a per-query mask [B, L, L], as ModernBERT's local layers give, with right padding
+    i = np.minimum(np.arange(l)[None, :, None], lengths[:, None, None] - 1)  # padding queries as the last real one
+    j = np.arange(l)[None, None, :]
+    mask = jnp.asarray((np.abs(i - j) <= window) & (j < lengths[:, None, None]))
   dropped = Dropout(jax.random.key(7)).mask((4, 3, l, l), 0.25) if dropout else None
   keep = None if dropped is None else np.asarray(dropped.multiplier())
   out, grads, compiled = _run(q, k, v, do, mask, dropped)

@@ -11,7 +11,9 @@
 //   ∂v = (p ⊙ m)ᵀ ∂o,  ∂s = p ⊙ (m ⊙ ∂o vᵀ − r),  r = rowsum(∂o ⊙ o),
 //   ∂q = scale ∂s k,  ∂k = scale ∂sᵀ q.
 // Each (batch, head) pair is one task on XLA's intra-op thread pool; within it, blocks of query
-// rows stay in cache and every product runs through one register-tiled kernel.
+// rows stay in cache, every product runs through one register-tiled kernel, and the products stop
+// after the last key that any query attends to (the rest weigh exactly 0). The forward
+// normalises o's rows, o = (e ⊙ m) v / Σ e with e = exp(s − max), rather than p's.
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -97,22 +99,58 @@ struct Shape {
   int64_t KeyRow(int64_t b, int64_t j, int64_t h) const { return ((b * lk + j) * heads + h) * dim; }
 };
 
-// Gathers one head's rows [L, D] (optionally scaled) and their transpose [D, Lp] (zero padded).
-void Gather(const float* x, int64_t base, int64_t stride, int64_t rows, int64_t dim, float scale,
-            float* out, float* out_t, int64_t lp) {
-  if (out_t) std::fill(out_t, out_t + dim * lp, 0.0f);
-  for (int64_t i = 0; i < rows; ++i) {
-    const float* src = x + base + i * stride;
-    for (int64_t d = 0; d < dim; ++d) {
-      float value = src[d] * scale;
-      if (out) out[i * dim + d] = value;
-      if (out_t) out_t[d * lp + i] = value;
+const bool* MaskRow(const bool* mask, const Shape& sh, int64_t b, int64_t i) {
+  return mask + (b * sh.mask_rows + (sh.mask_rows == 1 ? 0 : i)) * sh.lk;
+}
+
+// The keys of batch row b that the products run over: one past the last key that any query
+// attends to (every key when a query has none, as it attends uniformly). Beyond it every score
+// is masked, so its weight is exactly 0.
+int64_t AttendedKeys(const bool* mask, const Shape& sh, int64_t b) {
+  int64_t keys = 0;
+  for (int64_t i = 0; i < sh.mask_rows; ++i) {
+    const bool* row = MaskRow(mask, sh, b, i);
+    int64_t last = sh.lk;
+    while (last > 0 && !row[last - 1]) --last;
+    if (last == 0) return sh.lk;
+    keys = std::max(keys, last);
+  }
+  return keys;
+}
+
+// r[i][j] ← r[j][i]: four rounds of the perfect shuffle (row i of 16 = interleave of rows ⌊i/2⌋, ⌊i/2⌋ + 8).
+void Transpose(Vec r[kWidth]) {
+  for (int round = 0; round < 4; ++round) {
+    Vec out[kWidth];
+    for (int i = 0; i < kWidth / 2; ++i) {
+      out[2 * i] = __builtin_shufflevector(r[i], r[i + 8], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+      out[2 * i + 1] = __builtin_shufflevector(r[i], r[i + 8], 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     }
+    std::copy(out, out + kWidth, r);
   }
 }
 
+// out[i · dim + d] = scale · x[base + i · stride + d] for i < rows: one head's rows, gathered.
+void Gather(const float* x, int64_t base, int64_t stride, int64_t rows, int64_t dim, float scale, float* out) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t d = 0; d < dim; d += kWidth) Store(out + i * dim + d, Load(x + base + i * stride + d) * scale);
+}
+
+// out[d · lp + i] = x[base + i · stride + d] for i < rows, 0 up to the next multiple of 16: one
+// head's rows, transposed by 16 × 16 tiles in registers.
+void GatherTransposed(const float* x, int64_t base, int64_t stride, int64_t rows, int64_t dim, float* out,
+                      int64_t lp) {
+  for (int64_t i0 = 0; i0 < rows; i0 += kWidth)
+    for (int64_t d0 = 0; d0 < dim; d0 += kWidth) {
+      Vec tile[kWidth];
+      for (int r = 0; r < kWidth; ++r) tile[r] = i0 + r < rows ? Load(x + base + (i0 + r) * stride + d0) : Vec{};
+      Transpose(tile);
+      for (int d = 0; d < kWidth; ++d) Store(out + (d0 + d) * lp + i0, tile[d]);
+    }
+}
+
 // The additive mask of one row: 0 for an unmasked key, −∞ for a masked or padding key; a row
-// with no unmasked key gets 0 for every key (so its scores are replaced by 0, as below).
+// with no unmasked key gets 0 for every key (its scores are then replaced by 0).
 void MaskBias(const bool* mask, const Shape& sh, float* bias, bool* none) {
   constexpr float kNone = -std::numeric_limits<float>::infinity();
   int64_t count = 0;
@@ -123,31 +161,6 @@ void MaskBias(const bool* mask, const Shape& sh, float* bias, bool* none) {
   *none = count == 0;
   if (*none) std::fill(bias, bias + sh.lk, 0.0f);
   std::fill(bias + sh.lk, bias + sh.lkp, kNone);
-}
-
-// Turns a row's scores s[0, lkp) into p = exp(s + bias − lse) and returns lse; given lse, uses it.
-float Softmax(float* s, const float* bias, bool none, const Shape& sh, const float* lse) {
-  if (none) std::fill(s, s + sh.lk, 0.0f);
-  Vec top = Splat(-std::numeric_limits<float>::infinity());
-  for (int64_t j = 0; j < sh.lkp; j += kWidth) {
-    Vec x = Load(s + j) + Load(bias + j);
-    Store(s + j, x);
-    top = top > x ? top : x;
-  }
-  float shift = lse ? *lse : top[0];
-  if (!lse)
-    for (int t = 1; t < kWidth; ++t) shift = std::max(shift, top[t]);
-  Vec total{};
-  for (int64_t j = 0; j < sh.lkp; j += kWidth) {
-    Vec e = Exp(Load(s + j) - shift);
-    Store(s + j, e);
-    total += e;
-  }
-  if (lse) return shift;
-  const float sum = Sum(total);
-  Vec inverse = Splat(1.0f / sum);
-  for (int64_t j = 0; j < sh.lkp; j += kWidth) Store(s + j, Load(s + j) * inverse);
-  return shift + std::log(sum);
 }
 
 inline UVec LowBias32(UVec x) {
@@ -162,13 +175,14 @@ struct Dropout {
   uint32_t key0, key1, threshold;
   float scale;  // 1 / (1 − p); 0 without dropout
 
-  // The multiplier m (scale where kept, else 0) of the elements [row · lk, row · lk + lk).
-  void Row(uint32_t row, int64_t lk, float* m) const {
+  // The multiplier m (scale where kept, else 0) of the elements [row · lk, row · lk + n), n
+  // rounded up to whole vectors (up to 16 more when lk is even).
+  void Row(uint32_t row, int64_t lk, int64_t n, float* m) const {
     const UVec lanes = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     const Vec kept = Splat(scale);
     if (lk % 2 == 0) {  // word w gives element 2w its low half, element 2w + 1 its high half
       const uint32_t first = row * uint32_t(lk / 2);
-      for (int64_t j = 0; j < lk; j += 2 * kWidth) {
+      for (int64_t j = 0; j < n; j += 2 * kWidth) {
         UVec h = LowBias32(LowBias32((first + uint32_t(j / 2) + lanes) ^ key0) ^ key1);
         UVec low = h & 0xFFFFu, high = h >> 16;
         UVec head = __builtin_shufflevector(low, high, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
@@ -178,7 +192,7 @@ struct Dropout {
       }
     } else {
       const uint32_t first = row * uint32_t(lk);
-      for (int64_t j = 0; j < lk; j += kWidth) {
+      for (int64_t j = 0; j < n; j += kWidth) {
         UVec u = LowBias32(LowBias32((first + uint32_t(j) + lanes) ^ key0) ^ key1) >> 16;
         Store(m + j, u >= threshold ? kept : Vec{});
       }
@@ -187,7 +201,7 @@ struct Dropout {
 };
 
 struct Scratch {
-  std::vector<float> q, k, kt, v, vt, dout, s, dp, pm, dk, dv, bias, m;  // s, dp, pm, m: a query block
+  std::vector<float> q, k, kt, v, vt, dout, s, dp, pm, dk, dv, bias, m, per_row;  // s, dp, pm, per_row: a query block
 };
 
 Scratch& ThreadScratch() {
@@ -195,34 +209,46 @@ Scratch& ThreadScratch() {
   return scratch;
 }
 
-// out[j] = a[j] · m[j] for j < n (n rounded up to whole vectors; the buffers are padded).
-void Multiply(const float* a, const float* m, int64_t n, float* out) {
-  for (int64_t j = 0; j < n; j += kWidth) Store(out + j, Load(a + j) * Load(m + j));
-}
-
-const bool* MaskRow(const bool* mask, const Shape& sh, int64_t b, int64_t i) {
-  return mask + (b * sh.mask_rows + (sh.mask_rows == 1 ? 0 : i)) * sh.lk;
-}
-
 // Row stride of the dropout multipliers w.m: a row's hash words may run 16 past lkp.
 int64_t MultiplierStride(const Shape& sh) { return sh.lkp + kWidth; }
 
-// Rows [i0, i0 + rows) of head (b, h): turns their scores in w.s into p, with the lse read from
-// lse_in or, without it, computed into lse_out; with dropout, writes each row's multiplier m to
-// w.m and p ⊙ m to w.pm.
-void Probabilities(const Shape& sh, const Dropout& dropout, const bool* mask, int64_t b, int64_t h,
-                   int64_t i0, int rows, const float* lse_in, float* lse_out, Scratch& w) {
-  const int64_t lkp = sh.lkp, stride = MultiplierStride(sh);
+// One task: head h of batch row b, whose products run over `keys` keys (AttendedKeys), `width`
+// of them rounded up to whole vectors.
+struct Head {
+  int64_t b, h, keys, width;
+};
+
+// The forward of rows [i0, i0 + rows): their scores in w.s become e = exp(s + bias − max) (and
+// e ⊙ m in w.pm with dropout), lse = max + log Σ e goes to lse, and 1 / Σ e to w.per_row.
+void Exponentials(const Shape& sh, const Dropout& dropout, const bool* mask, const Head& t, int64_t i0,
+                  int rows, float* lse, Scratch& w) {
+  // Raw pointers: through the thread_local `w`, every access in a loop would look the thread up again.
+  float *bias = w.bias.data(), *m = w.m.data(), *inverse = w.per_row.data();
   bool none = false;
   for (int r = 0; r < rows; ++r) {
-    const int64_t i = i0 + r, head_row = (b * sh.heads + h) * sh.lq + i;
-    if (r == 0 || sh.mask_rows > 1) MaskBias(MaskRow(mask, sh, b, i), sh, w.bias.data(), &none);
-    float* p = w.s.data() + r * lkp;
-    const float lse = Softmax(p, w.bias.data(), none, sh, lse_in ? lse_in + head_row : nullptr);
-    if (lse_out) lse_out[head_row] = lse;
+    const int64_t i = i0 + r, head_row = (t.b * sh.heads + t.h) * sh.lq + i;
+    if (r == 0 || sh.mask_rows > 1) MaskBias(MaskRow(mask, sh, t.b, i), sh, bias, &none);
+    float *s = w.s.data() + r * sh.lkp, *pm = w.pm.data() + r * sh.lkp;
+    Vec top = Splat(-std::numeric_limits<float>::infinity());
+    for (int64_t j = 0; j < t.width; j += kWidth) {
+      Vec x = (none ? Vec{} : Load(s + j)) + Load(bias + j);
+      Store(s + j, x);
+      top = top > x ? top : x;
+    }
+    float shift = top[0];
+    for (int l = 1; l < kWidth; ++l) shift = std::max(shift, top[l]);
+    Vec total{};
+    for (int64_t j = 0; j < t.width; j += kWidth) {
+      Vec e = Exp(Load(s + j) - shift);
+      Store(s + j, e);
+      total += e;
+    }
+    const float sum = Sum(total);
+    lse[head_row] = shift + std::log(sum);
+    inverse[r] = 1.0f / sum;
     if (dropout.scale > 0) {
-      dropout.Row(uint32_t(head_row), sh.lk, w.m.data() + r * stride);
-      Multiply(p, w.m.data() + r * stride, sh.lk, w.pm.data() + r * lkp);
+      dropout.Row(uint32_t(head_row), sh.lk, t.width, m);
+      for (int64_t j = 0; j < t.width; j += kWidth) Store(pm + j, Load(s + j) * Load(m + j));
     }
   }
 }
@@ -231,20 +257,51 @@ void ForwardHead(int64_t task, const Shape& sh, float scale, const Dropout& drop
                  const float* q, const float* k, const float* v, const bool* mask, float* o,
                  float* lse) {
   const int64_t b = task / sh.heads, h = task % sh.heads, D = sh.dim, lkp = sh.lkp;
-  const int64_t stride = sh.heads * D;
+  const int64_t stride = sh.heads * D, keys = AttendedKeys(mask, sh, b);
+  const Head t{b, h, keys, RoundUp(keys)};
   Scratch& w = ThreadScratch();
   w.q.resize(sh.lq * D); w.kt.resize(D * lkp); w.v.resize(sh.lk * D);
   w.s.resize(kQueryBlock * lkp); w.pm.resize(kQueryBlock * lkp); w.bias.resize(lkp);
-  w.m.resize(kQueryBlock * MultiplierStride(sh));
-  Gather(q, sh.Row(b, 0, h), stride, sh.lq, D, scale, w.q.data(), nullptr, 0);
-  Gather(k, sh.KeyRow(b, 0, h), stride, sh.lk, D, 1.0f, nullptr, w.kt.data(), lkp);
-  Gather(v, sh.KeyRow(b, 0, h), stride, sh.lk, D, 1.0f, w.v.data(), nullptr, 0);
+  w.m.resize(MultiplierStride(sh)); w.per_row.resize(kQueryBlock);
+  Gather(q, sh.Row(b, 0, h), stride, sh.lq, D, scale, w.q.data());
+  GatherTransposed(k, sh.KeyRow(b, 0, h), stride, keys, D, w.kt.data(), lkp);
+  Gather(v, sh.KeyRow(b, 0, h), stride, keys, D, 1.0f, w.v.data());
   for (int64_t i0 = 0; i0 < sh.lq; i0 += kQueryBlock) {
     const int rows = std::min<int64_t>(kQueryBlock, sh.lq - i0);
-    MatMul(rows, lkp, D, w.q.data() + i0 * D, D, 1, w.kt.data(), lkp, w.s.data(), lkp, false);
-    Probabilities(sh, dropout, mask, b, h, i0, rows, nullptr, lse, w);
-    const float* p = dropout.scale > 0 ? w.pm.data() : w.s.data();
-    MatMul(rows, D, sh.lk, p, lkp, 1, w.v.data(), D, o + sh.Row(b, i0, h), stride, false);
+    MatMul(rows, t.width, D, w.q.data() + i0 * D, D, 1, w.kt.data(), lkp, w.s.data(), lkp, false);
+    Exponentials(sh, dropout, mask, t, i0, rows, lse, w);
+    const float* e = dropout.scale > 0 ? w.pm.data() : w.s.data();
+    float* out = o + sh.Row(b, i0, h);
+    MatMul(rows, D, keys, e, lkp, 1, w.v.data(), D, out, stride, false);  // o = (e ⊙ m) v / Σ e
+    const float* inverse = w.per_row.data();
+    for (int r = 0; r < rows; ++r)
+      for (int64_t d = 0; d < D; d += kWidth) Store(out + r * stride + d, Load(out + r * stride + d) * inverse[r]);
+  }
+}
+
+// The backward of rows [i0, i0 + rows): their scores in w.s become p = exp(s + bias − lse) (and
+// p ⊙ m in w.pm with dropout), and ∂p = ∂o vᵀ in w.dp becomes ∂s = p ⊙ (m ⊙ ∂p − r), with
+// r = rowsum(∂o ⊙ o) in w.per_row.
+void ScoreGradients(const Shape& sh, const Dropout& dropout, const bool* mask, const Head& t, int64_t i0,
+                    int rows, const float* lse, Scratch& w) {
+  float *bias = w.bias.data(), *m = w.m.data(), *rowsums = w.per_row.data();
+  bool none = false;
+  for (int r = 0; r < rows; ++r) {
+    const int64_t i = i0 + r, head_row = (t.b * sh.heads + t.h) * sh.lq + i;
+    if (r == 0 || sh.mask_rows > 1) MaskBias(MaskRow(mask, sh, t.b, i), sh, bias, &none);
+    float *s = w.s.data() + r * sh.lkp, *dp = w.dp.data() + r * sh.lkp, *pm = w.pm.data() + r * sh.lkp;
+    const Vec shift = Splat(lse[head_row]), rowsum = Splat(rowsums[r]);
+    if (dropout.scale > 0) dropout.Row(uint32_t(head_row), sh.lk, t.width, m);
+    for (int64_t j = 0; j < t.width; j += kWidth) {
+      Vec p = Exp((none ? Vec{} : Load(s + j)) + Load(bias + j) - shift), g = Load(dp + j);
+      Store(s + j, p);
+      if (dropout.scale > 0) {
+        Vec mj = Load(m + j);
+        Store(pm + j, p * mj);
+        g *= mj;
+      }
+      Store(dp + j, p * (g - rowsum));
+    }
   }
 }
 
@@ -253,44 +310,41 @@ void BackwardHead(int64_t task, const Shape& sh, float scale, const Dropout& dro
                   const float* o, const float* lse, const float* dout, float* dq, float* dk,
                   float* dv) {
   const int64_t b = task / sh.heads, h = task % sh.heads, D = sh.dim, lkp = sh.lkp;
-  const int64_t stride = sh.heads * D;
+  const int64_t stride = sh.heads * D, keys = AttendedKeys(mask, sh, b);
+  const Head t{b, h, keys, RoundUp(keys)};
   Scratch& w = ThreadScratch();
   w.q.resize(sh.lq * D); w.k.resize(sh.lk * D); w.kt.resize(D * lkp); w.vt.resize(D * lkp);
   w.dout.resize(sh.lq * D); w.s.resize(kQueryBlock * lkp); w.dp.resize(kQueryBlock * lkp);
-  w.pm.resize(kQueryBlock * lkp); w.bias.resize(lkp); w.m.resize(kQueryBlock * MultiplierStride(sh));
-  w.dk.assign(sh.lk * D, 0.0f); w.dv.assign(sh.lk * D, 0.0f);
-  Gather(q, sh.Row(b, 0, h), stride, sh.lq, D, scale, w.q.data(), nullptr, 0);
-  Gather(k, sh.KeyRow(b, 0, h), stride, sh.lk, D, 1.0f, w.k.data(), w.kt.data(), lkp);
-  Gather(v, sh.KeyRow(b, 0, h), stride, sh.lk, D, 1.0f, nullptr, w.vt.data(), lkp);
-  Gather(dout, sh.Row(b, 0, h), stride, sh.lq, D, 1.0f, w.dout.data(), nullptr, 0);
+  w.pm.resize(kQueryBlock * lkp); w.bias.resize(lkp); w.m.resize(MultiplierStride(sh));
+  w.per_row.resize(kQueryBlock); w.dk.assign(sh.lk * D, 0.0f); w.dv.assign(sh.lk * D, 0.0f);
+  Gather(q, sh.Row(b, 0, h), stride, sh.lq, D, scale, w.q.data());
+  Gather(k, sh.KeyRow(b, 0, h), stride, keys, D, scale, w.k.data());
+  GatherTransposed(k, sh.KeyRow(b, 0, h), stride, keys, D, w.kt.data(), lkp);
+  GatherTransposed(v, sh.KeyRow(b, 0, h), stride, keys, D, w.vt.data(), lkp);
+  Gather(dout, sh.Row(b, 0, h), stride, sh.lq, D, 1.0f, w.dout.data());
   for (int64_t i0 = 0; i0 < sh.lq; i0 += kQueryBlock) {
     const int rows = std::min<int64_t>(kQueryBlock, sh.lq - i0);
-    MatMul(rows, lkp, D, w.q.data() + i0 * D, D, 1, w.kt.data(), lkp, w.s.data(), lkp, false);
-    MatMul(rows, lkp, D, w.dout.data() + i0 * D, D, 1, w.vt.data(), lkp, w.dp.data(), lkp, false);
-    Probabilities(sh, dropout, mask, b, h, i0, rows, lse, nullptr, w);
+    MatMul(rows, t.width, D, w.q.data() + i0 * D, D, 1, w.kt.data(), lkp, w.s.data(), lkp, false);
+    MatMul(rows, t.width, D, w.dout.data() + i0 * D, D, 1, w.vt.data(), lkp, w.dp.data(), lkp, false);
+    float* rowsums = w.per_row.data();
     for (int r = 0; r < rows; ++r) {
-      const float* p = w.s.data() + r * lkp;
-      float* dp = w.dp.data() + r * lkp;
-      const float* o_row = o + sh.Row(b, i0 + r, h);
-      const float* dout_row = w.dout.data() + (i0 + r) * D;
-      float rowsum = 0;
-      for (int64_t d = 0; d < D; ++d) rowsum += dout_row[d] * o_row[d];
-      if (dropout.scale > 0) Multiply(dp, w.m.data() + r * MultiplierStride(sh), sh.lk, dp);
-      for (int64_t j = 0; j < sh.lk; ++j) dp[j] = p[j] * (dp[j] - rowsum);  // ∂s, in place
+      const float *o_row = o + sh.Row(b, i0 + r, h), *dout_row = w.dout.data() + (i0 + r) * D;
+      Vec total{};
+      for (int64_t d = 0; d < D; d += kWidth) total += Load(dout_row + d) * Load(o_row + d);
+      rowsums[r] = Sum(total);
     }
+    ScoreGradients(sh, dropout, mask, t, i0, rows, lse, w);
     const float* pm = dropout.scale > 0 ? w.pm.data() : w.s.data();
-    // ∂v += (p ⊙ m)ᵀ ∂o,  ∂k += ∂sᵀ (scale q),  ∂q = scale ∂s k
-    MatMul(sh.lk, D, rows, pm, 1, lkp, w.dout.data() + i0 * D, D, w.dv.data(), D, true);
-    MatMul(sh.lk, D, rows, w.dp.data(), 1, lkp, w.q.data() + i0 * D, D, w.dk.data(), D, true);
-    float* dq_block = dq + sh.Row(b, i0, h);
-    MatMul(rows, D, sh.lk, w.dp.data(), lkp, 1, w.k.data(), D, dq_block, stride, false);
-    for (int r = 0; r < rows; ++r)
-      for (int64_t d = 0; d < D; ++d) dq_block[r * stride + d] *= scale;
+    // ∂v += (p ⊙ m)ᵀ ∂o,  ∂k += ∂sᵀ (scale q),  ∂q = ∂s (scale k)
+    MatMul(keys, D, rows, pm, 1, lkp, w.dout.data() + i0 * D, D, w.dv.data(), D, true);
+    MatMul(keys, D, rows, w.dp.data(), 1, lkp, w.q.data() + i0 * D, D, w.dk.data(), D, true);
+    MatMul(rows, D, keys, w.dp.data(), lkp, 1, w.k.data(), D, dq + sh.Row(b, i0, h), stride, false);
   }
+  const float *dk_head = w.dk.data(), *dv_head = w.dv.data();
   for (int64_t j = 0; j < sh.lk; ++j)
-    for (int64_t d = 0; d < D; ++d) {
-      dk[sh.KeyRow(b, j, h) + d] = w.dk[j * D + d];
-      dv[sh.KeyRow(b, j, h) + d] = w.dv[j * D + d];
+    for (int64_t d = 0; d < D; d += kWidth) {
+      Store(dk + sh.KeyRow(b, j, h) + d, Load(dk_head + j * D + d));
+      Store(dv + sh.KeyRow(b, j, h) + d, Load(dv_head + j * D + d));
     }
 }
 
