@@ -18,9 +18,10 @@ two modes of equal work:
   on:  MiniLM's own dropout, 0.1 on hidden states and attention probabilities, on both sides
        (retrax: the checkpoint's rates; sentence-transformers: model.train()).
 Each step is timed whole: host batch assembly (tokenisation, padding), forward, backward,
-optimizer update. retrax assembles batches as its trainer does (length buckets, and unpadding
-of a side that is at most 3/4 real tokens: here the queries); sentence-transformers pads to the
-batch's longest text. Prints queries/s for each, the ratio, achieved GFLOP/s (3 × forward
+optimizer update. retrax assembles batches as its trainer does (length buckets, and unpadding of
+a side whose real tokens fit a capacity, `unpadding.capacity_fractions`: here the queries, and on
+one CPU device the documents when they fit 15/16); sentence-transformers pads to the batch's
+longest text. Prints queries/s for each, the ratio, achieved GFLOP/s (3 × forward
 FLOPs on real tokens; MFU against --peak-tflops on GPU), and retrax's step broken into forward, backward, loss, optimizer
 update and host batch assembly, each timed alone (their sum need not equal the step), and the
 step again with every side padded (data.unpad=False).
@@ -105,7 +106,8 @@ def retrax_times(retriever, config, groups, collate, dropout):
   builder = StepBuilder(retriever.graphdef, loss_fn(config.loss), True, optimizer,
                         dropout=dropout)
   params = jax.tree.map(jnp.copy, nnx.to_pure_dict(retriever.params))  # the step donates them
-  state = TrainState(params, optimizer.init(params), np.int32(0))
+  # committed to the device, as the step's output state is: else the second state compiles each step again
+  state = jax.device_put(TrainState(params, optimizer.init(params), np.int32(0)), jax.devices()[0])
   step = compiler.jit(builder, donate_argnums=0)
   key, dropout_key = jax.random.key(0), jax.random.key(1)
 

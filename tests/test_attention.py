@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from retrax.models.backbones import cpu_attention
+from retrax.models.backbones import cpu_attention, unpadding
 from retrax.models.backbones.attention import attention
 from retrax.models.dropout import Dropout
 
@@ -80,6 +80,31 @@ def test_fused_cpu_attention_and_its_backward_match_torch(cpu_kernels, dropout, 
   assert _runs_fused_kernel(compiled, q, k, v)
   for ours, theirs in zip((out, *grads), torch_reference(q, k, v, mask, do, keep)):
     np.testing.assert_allclose(np.asarray(ours), theirs, rtol=0, atol=2e-6 * np.abs(theirs).max())
+
+
+@pytest.mark.parametrize("dropout", [False, True], ids=["no-dropout", "dropout"])
+def test_fused_cpu_attention_on_packed_tokens_matches_torch(cpu_kernels, dropout):
+  """Right-padded rows packed end to end, then 3 slack rows (`unpadding.Unpadded`'s layout), with
+  garbage in the slack: the real tokens' outputs and gradients are torch's on the padded rows
+  (whose padding queries take no gradient here, as they are absent); slack rows come out 0."""
+  b, l, heads, d = 4, 37, 3, 16
+  q, k, v, do, lengths, mask = _inputs(b, l, heads, d, jnp.float32)
+  real = np.asarray(mask[:, 0])
+  count = int(real.sum())
+  layout = unpadding.layout(jnp.asarray(real), count + 3)
+  pack = lambda x: layout.to_tokens(x).at[count:].set(7.0)
+  dropped = Dropout(jax.random.key(7)).mask((b, heads, l, l), 0.25) if dropout else None
+  keep = None if dropped is None else np.asarray(dropped.multiplier())
+  attend = lambda q, k, v: cpu_attention.packed_attention(q, k, v, mask, layout.starts, jnp.asarray(lengths), dropped)
+  grads = jax.jit(jax.grad(lambda q, k, v: (attend(q, k, v) * pack(do)).sum(), argnums=(0, 1, 2)))
+  tokens = [pack(x) for x in (q, k, v)]
+  out, packed_grads = jax.jit(attend)(*tokens), grads(*tokens)
+  assert _runs_fused_kernel(grads, *tokens)
+  expected = torch_reference(q, k, v, mask, do * real[:, :, None, None], keep)
+  for ours, theirs in zip((out, *packed_grads), expected):
+    ours = np.asarray(ours)
+    np.testing.assert_allclose(ours[:count], theirs[real.astype(bool)], rtol=0, atol=2e-6 * np.abs(theirs).max())
+    assert not ours[count:].any()
 
 
 def test_fused_cpu_attention_treats_a_row_without_keys_as_xlas_ops_do(cpu_kernels, monkeypatch):

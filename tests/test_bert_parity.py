@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from flax import nnx
 
 from retrax.errors import InputError
 from retrax.models.backbones import hf, unpadding
@@ -30,11 +31,14 @@ def _inputs(pad_id, seed=0):
   return ids, mask, types
 
 
-@pytest.fixture(params=["bert", "xlm-roberta"])
+@pytest.fixture(params=["bert", "bert-d16", "xlm-roberta"])
 def torch_folder(request, tmp_path):
+  """Heads of 8 dimensions run XLA's attention ops; bert-d16's two heads of 16 run `cpu_attention`'s
+  kernel on CPU (on packed tokens when unpadded)."""
   torch.manual_seed(0)
-  if request.param == "bert":
-    config = transformers.BertConfig(**TINY, type_vocab_size=2, hidden_act="gelu")
+  if request.param.startswith("bert"):
+    heads = 2 if request.param == "bert-d16" else TINY["num_attention_heads"]
+    config = transformers.BertConfig(**{**TINY, "num_attention_heads": heads}, type_vocab_size=2, hidden_act="gelu")
     model = transformers.BertModel(config)
   else:
     config = transformers.XLMRobertaConfig(**TINY, type_vocab_size=1, pad_token_id=1, hidden_act="gelu_new")
@@ -64,6 +68,20 @@ def test_hidden_states_match_transformers(torch_folder, packing):
   assert np.abs(got[real] - expected[real]).max() <= 1e-4
   if packing:
     assert not got[~real].any()
+
+
+@pytest.mark.parametrize("torch_folder", ["bert-d16"], indirect=True)
+def test_unpadded_attention_runs_on_the_packed_tokens(torch_folder, cpu_kernels):
+  """Unpadded into 22 rows, each layer's attention kernel takes the 22 packed tokens [22, 2, 16]
+  as they lie (no round trip through the padded [3, 12] layout)."""
+  _, folder = torch_folder
+  config, ours = hf.load_backbone(folder)
+  ids, mask, types = _inputs(config.pad_token_id)
+  graphdef, state = nnx.split(ours)
+  forward = jax.jit(lambda state, *inputs: nnx.merge(graphdef, state)(*inputs, 22))
+  hlo = forward.lower(state, ids, mask, types).compile().as_text()
+  calls = [line for line in hlo.splitlines() if "custom-call(" in line and "retrax_attention_forward" in line]
+  assert len(calls) == config.num_hidden_layers and all("f32[22,2,16]" in line for line in calls), calls
 
 
 def test_export_loads_back_in_transformers(torch_folder, tmp_path):

@@ -11,11 +11,17 @@ def _mask(lengths, width):
   return (np.arange(width)[None] < np.array(lengths)[:, None]).astype(np.int32)
 
 
-def test_capacity_is_the_smallest_quarter_that_holds_the_real_tokens():
+@pytest.mark.parametrize("packed", [False, True], ids=["gathered-attention", "packed-attention"])
+def test_capacity_is_the_smallest_fraction_that_holds_the_real_tokens(monkeypatch, packed):
+  """Quarters up to 3/4 where attention gathers to the padded layout; then sixteenths up to 15/16
+  where it takes the packed tokens."""
+  monkeypatch.setattr(unpadding.cpu_kernels, "enabled", lambda: packed)
   assert unpadding.token_capacity(_mask([4, 4, 0, 0], 8)) == 8      # 8 of 32 → 1/4
   assert unpadding.token_capacity(_mask([8, 1, 0, 0], 8)) == 16     # 9 of 32 → 1/2
   assert unpadding.token_capacity(_mask([8, 8, 8, 0], 8)) == 24     # 24 of 32 → 3/4
-  assert unpadding.token_capacity(_mask([8, 8, 8, 1], 8)) is None   # 25 of 32: padded
+  assert unpadding.token_capacity(_mask([8, 8, 8, 1], 8)) == (26 if packed else None)   # 25 of 32 → 13/16
+  assert unpadding.token_capacity(_mask([8, 8, 8, 6], 8)) == (30 if packed else None)   # 30 of 32 → 15/16
+  assert unpadding.token_capacity(_mask([8, 8, 8, 7], 8)) is None   # 31 of 32: padded
 
 
 def test_round_trip_keeps_real_tokens_in_order_and_zeroes_padding():

@@ -11,8 +11,8 @@ e (in the compute dtype), l, o and the boolean dropout mask, and folds 1 / l int
 
 On GPU, in bfloat16 or float16 and without attention-probability dropout, a right-padded mask
 (given as `lengths`) goes through cuDNN's fused flash attention (`jax.nn.dot_product_attention`).
-On one CPU device in float32, `cpu_attention`'s fused kernel runs it; the ops below are its
-fallback and reference.
+On one CPU device in float32, `cpu_attention`'s fused kernel runs it, on packed token rows too
+(`token_attention`); the ops below are its fallback and reference.
 """
 import functools
 
@@ -83,3 +83,14 @@ def attention(q, k, v, mask, dropped=None, *, lengths=None):
   bias = jnp.where(mask, 0.0, jnp.finfo(jnp.float32).min)[:, None]
   kept, scale = (dropped.keep(), dropped.scale) if dropped is not None else (None, 1.0)
   return _heads_first(_attention(*map(_heads_first, (q, k, v)), bias, kept, scale))
+
+
+def token_attention(q, k, v, mask, lengths, layout, dropped=None):
+  """Self-attention of `layout`'s token rows (`unpadding.Padded` or `Unpadded`): q, k, v [N, heads, d]
+  → [N, heads, d]. mask [B, L or 1, L], lengths [B] (or None) and `dropped` as in `attention`. A
+  packed layout (right padding; `Unpadded.starts`) runs `cpu_attention` on the tokens where they
+  lie, when it applies; otherwise the tokens go to the padded [B, L] layout and back."""
+  if layout.starts is not None and cpu_attention.applies(q, mask, dropped):
+    return cpu_attention.packed_attention(q, k, v, mask, layout.starts, layout.lengths, dropped)
+  padded = (layout.to_padded(t) for t in (q, k, v))
+  return layout.to_tokens(attention(*padded, mask, dropped, lengths=lengths))

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from . import unpadding
-from .attention import attention
+from .attention import token_attention
 from .cpu_layer_norm import layer_norm
 from ..dropout import Dropout, check_rates
 from ..partitioning import logical
@@ -120,13 +120,13 @@ class BertLayer(nnx.Module):
     self.mlp_norm = _layer_norm(h, c.layer_norm_eps, dtype=dtype, rngs=rngs)
 
   def __call__(self, x, mask, lengths, layout, dropout: Dropout):
-    """x: [B, L, H] padded or [T, H] unpadded, as `layout` says."""
-    q, k, v = (layout.to_padded(proj(x)) for proj in (self.query, self.key, self.value))
-    b, l, h = q.shape
-    split = lambda t: t.reshape(b, l, self.num_heads, h // self.num_heads)
+    """x [N, H]: `layout`'s token rows (every position, or the real tokens)."""
+    b, l = mask.shape[0], mask.shape[-1]
+    split = lambda t: t.reshape(t.shape[0], self.num_heads, -1)
     dropped = dropout.mask((b, self.num_heads, l, l), self.attention_dropout)
-    ctx = attention(split(q), split(k), split(v), mask, dropped, lengths=lengths)
-    attended = self.attn_out(layout.to_tokens(ctx.reshape(b, l, h)))
+    ctx = token_attention(split(self.query(x)), split(self.key(x)), split(self.value(x)), mask, lengths, layout,
+                          dropped)
+    attended = self.attn_out(ctx.reshape(x.shape[0], -1))
     x = layer_norm(self.attn_norm, x + dropout(attended, self.hidden_dropout, layout.rows))
     return layer_norm(self.mlp_norm, x + dropout(self.mlp_out(self.act(self.mlp_in(x))), self.hidden_dropout, layout.rows))
 
@@ -134,10 +134,11 @@ class BertLayer(nnx.Module):
 class Bert(nnx.Module):
   """Token ids [B, L] and mask [B, L] (right padding) to the last hidden states [B, L, H] (float32).
 
-  `packing` (`unpadding.layout`: an int capacity or a pack index) runs everything but attention
-  on the real tokens only; hidden states at padding are then 0. `dropout` (training only): Hugging
-  Face's sites, hidden_dropout_prob after the embeddings' norm and after each block's output
-  projection, attention_probs_dropout_prob on the attention probabilities.
+  `packing` (`unpadding.layout`: an int capacity or a pack index) runs the per-token layers on the
+  real tokens only (attention too, in `cpu_attention`'s kernel); hidden states at padding are then
+  0. `dropout` (training only): Hugging Face's sites, hidden_dropout_prob after the embeddings'
+  norm and after each block's output projection, attention_probs_dropout_prob on the attention
+  probabilities.
   """
 
   def __init__(self, config: BertConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):

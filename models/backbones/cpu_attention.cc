@@ -1,10 +1,12 @@
 // Fused scaled dot-product attention for XLA:CPU in float32, forward and backward
 // (FlashAttention's recomputation, Dao et al. 2022), as XLA FFI handlers.
 //
-// q, k, v, o: [B, L, H, D] (the projections' own layout, so no transposes); mask: [B, Lq or 1, Lk];
-// lse: [B, H, Lq]. Dropout (keep_scale > 0) draws retrax's mask itself (`retrax.models.dropout`):
-// the element at row-major index c of [B, H, Lq, Lk] is kept iff its 16-bit uniform u ≥ threshold,
-// u from h(c) = g(g(c ⊕ key₀) ⊕ key₁) (g Wellons' lowbias32), two per word when Lk is even.
+// Self-attention of B batch rows of L positions. q, k, v, o: [T, H, D] token rows (the projections'
+// own layout, so no transposes): padded, [B·L, H, D], or packed, each batch row's real tokens in
+// order (see Shape); rows of no batch row come out 0. mask: [B, L or 1, L]; lse: [B, H, L].
+// Dropout (keep_scale > 0) draws retrax's mask itself (`retrax.models.dropout`): the element at
+// row-major index c of [B, H, L, L] is kept iff its 16-bit uniform u ≥ threshold, u from
+// h(c) = g(g(c ⊕ key₀) ⊕ key₁) (g Wellons' lowbias32), two per word when L is even.
 //   s = scale q kᵀ over the unmasked keys (a row with none attends uniformly to every key),
 //   p = exp(s − lse),  lse = log Σ_k exp s,  m = kept · keep_scale (1 without dropout),
 //   o = (p ⊙ m) v;
@@ -16,6 +18,7 @@
 // normalises o's rows, o = (e ⊙ m) v / Σ e with e = exp(s − max), rather than p's.
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "cpu_kernels.h"
@@ -93,14 +96,17 @@ void MatMul(int M, int N, int K, const float* A, int64_t ar, int64_t ak, const f
 
 int64_t RoundUp(int64_t n) { return (n + kWidth - 1) / kWidth * kWidth; }
 
+// Self-attention over B batch rows of L positions. Position i of batch row b is row start[b] + i
+// of the [T, H, D] arrays, for i < count[b]: count[b] = L in the padded layout ([B·L, H, D],
+// start[b] = b·L), the row's length in a packed one (right padding; positions past it absent).
 struct Shape {
-  int64_t batch, lq, lk, heads, dim, lkp, mask_rows;
-  int64_t Row(int64_t b, int64_t i, int64_t h) const { return ((b * lq + i) * heads + h) * dim; }
-  int64_t KeyRow(int64_t b, int64_t j, int64_t h) const { return ((b * lk + j) * heads + h) * dim; }
+  int64_t batch, length, heads, dim, lkp, mask_rows, tokens;
+  const int32_t *start, *count;
+  int64_t Row(int64_t b, int64_t i, int64_t h) const { return ((start[b] + i) * heads + h) * dim; }
 };
 
 const bool* MaskRow(const bool* mask, const Shape& sh, int64_t b, int64_t i) {
-  return mask + (b * sh.mask_rows + (sh.mask_rows == 1 ? 0 : i)) * sh.lk;
+  return mask + (b * sh.mask_rows + (sh.mask_rows == 1 ? 0 : i)) * sh.length;
 }
 
 // The keys of batch row b that the products run over: one past the last key that any query
@@ -110,9 +116,9 @@ int64_t AttendedKeys(const bool* mask, const Shape& sh, int64_t b) {
   int64_t keys = 0;
   for (int64_t i = 0; i < sh.mask_rows; ++i) {
     const bool* row = MaskRow(mask, sh, b, i);
-    int64_t last = sh.lk;
+    int64_t last = sh.length;
     while (last > 0 && !row[last - 1]) --last;
-    if (last == 0) return sh.lk;
+    if (last == 0) return sh.length;
     keys = std::max(keys, last);
   }
   return keys;
@@ -154,13 +160,13 @@ void GatherTransposed(const float* x, int64_t base, int64_t stride, int64_t rows
 void MaskBias(const bool* mask, const Shape& sh, float* bias, bool* none) {
   constexpr float kNone = -std::numeric_limits<float>::infinity();
   int64_t count = 0;
-  for (int64_t j = 0; j < sh.lk; ++j) {
+  for (int64_t j = 0; j < sh.length; ++j) {
     bias[j] = mask[j] ? 0.0f : kNone;
     count += mask[j];
   }
   *none = count == 0;
-  if (*none) std::fill(bias, bias + sh.lk, 0.0f);
-  std::fill(bias + sh.lk, bias + sh.lkp, kNone);
+  if (*none) std::fill(bias, bias + sh.length, 0.0f);
+  std::fill(bias + sh.length, bias + sh.lkp, kNone);
 }
 
 inline UVec LowBias32(UVec x) {
@@ -226,7 +232,7 @@ void Exponentials(const Shape& sh, const Dropout& dropout, const bool* mask, con
   float *bias = w.bias.data(), *m = w.m.data(), *inverse = w.per_row.data();
   bool none = false;
   for (int r = 0; r < rows; ++r) {
-    const int64_t i = i0 + r, head_row = (t.b * sh.heads + t.h) * sh.lq + i;
+    const int64_t i = i0 + r, head_row = (t.b * sh.heads + t.h) * sh.length + i;
     if (r == 0 || sh.mask_rows > 1) MaskBias(MaskRow(mask, sh, t.b, i), sh, bias, &none);
     float *s = w.s.data() + r * sh.lkp, *pm = w.pm.data() + r * sh.lkp;
     Vec top = Splat(-std::numeric_limits<float>::infinity());
@@ -247,7 +253,7 @@ void Exponentials(const Shape& sh, const Dropout& dropout, const bool* mask, con
     lse[head_row] = shift + std::log(sum);
     inverse[r] = 1.0f / sum;
     if (dropout.scale > 0) {
-      dropout.Row(uint32_t(head_row), sh.lk, t.width, m);
+      dropout.Row(uint32_t(head_row), sh.length, t.width, m);
       for (int64_t j = 0; j < t.width; j += kWidth) Store(pm + j, Load(s + j) * Load(m + j));
     }
   }
@@ -256,18 +262,21 @@ void Exponentials(const Shape& sh, const Dropout& dropout, const bool* mask, con
 void ForwardHead(int64_t task, const Shape& sh, float scale, const Dropout& dropout,
                  const float* q, const float* k, const float* v, const bool* mask, float* o,
                  float* lse) {
-  const int64_t b = task / sh.heads, h = task % sh.heads, D = sh.dim, lkp = sh.lkp;
-  const int64_t stride = sh.heads * D, keys = AttendedKeys(mask, sh, b);
+  const int64_t b = task / sh.heads, h = task % sh.heads, D = sh.dim, lkp = sh.lkp, n = sh.count[b];
+  float* lse_head = lse + task * sh.length;
+  std::fill(lse_head + n, lse_head + sh.length, 0.0f);
+  if (n == 0) return;
+  const int64_t stride = sh.heads * D, keys = std::min(AttendedKeys(mask, sh, b), n);
   const Head t{b, h, keys, RoundUp(keys)};
   Scratch& w = ThreadScratch();
-  w.q.resize(sh.lq * D); w.kt.resize(D * lkp); w.v.resize(sh.lk * D);
+  w.q.resize(sh.length * D); w.kt.resize(D * lkp); w.v.resize(sh.length * D);
   w.s.resize(kQueryBlock * lkp); w.pm.resize(kQueryBlock * lkp); w.bias.resize(lkp);
   w.m.resize(MultiplierStride(sh)); w.per_row.resize(kQueryBlock);
-  Gather(q, sh.Row(b, 0, h), stride, sh.lq, D, scale, w.q.data());
-  GatherTransposed(k, sh.KeyRow(b, 0, h), stride, keys, D, w.kt.data(), lkp);
-  Gather(v, sh.KeyRow(b, 0, h), stride, keys, D, 1.0f, w.v.data());
-  for (int64_t i0 = 0; i0 < sh.lq; i0 += kQueryBlock) {
-    const int rows = std::min<int64_t>(kQueryBlock, sh.lq - i0);
+  Gather(q, sh.Row(b, 0, h), stride, n, D, scale, w.q.data());
+  GatherTransposed(k, sh.Row(b, 0, h), stride, keys, D, w.kt.data(), lkp);
+  Gather(v, sh.Row(b, 0, h), stride, keys, D, 1.0f, w.v.data());
+  for (int64_t i0 = 0; i0 < n; i0 += kQueryBlock) {
+    const int rows = std::min<int64_t>(kQueryBlock, n - i0);
     MatMul(rows, t.width, D, w.q.data() + i0 * D, D, 1, w.kt.data(), lkp, w.s.data(), lkp, false);
     Exponentials(sh, dropout, mask, t, i0, rows, lse, w);
     const float* e = dropout.scale > 0 ? w.pm.data() : w.s.data();
@@ -287,11 +296,11 @@ void ScoreGradients(const Shape& sh, const Dropout& dropout, const bool* mask, c
   float *bias = w.bias.data(), *m = w.m.data(), *rowsums = w.per_row.data();
   bool none = false;
   for (int r = 0; r < rows; ++r) {
-    const int64_t i = i0 + r, head_row = (t.b * sh.heads + t.h) * sh.lq + i;
+    const int64_t i = i0 + r, head_row = (t.b * sh.heads + t.h) * sh.length + i;
     if (r == 0 || sh.mask_rows > 1) MaskBias(MaskRow(mask, sh, t.b, i), sh, bias, &none);
     float *s = w.s.data() + r * sh.lkp, *dp = w.dp.data() + r * sh.lkp, *pm = w.pm.data() + r * sh.lkp;
     const Vec shift = Splat(lse[head_row]), rowsum = Splat(rowsums[r]);
-    if (dropout.scale > 0) dropout.Row(uint32_t(head_row), sh.lk, t.width, m);
+    if (dropout.scale > 0) dropout.Row(uint32_t(head_row), sh.length, t.width, m);
     for (int64_t j = 0; j < t.width; j += kWidth) {
       Vec p = Exp((none ? Vec{} : Load(s + j)) + Load(bias + j) - shift), g = Load(dp + j);
       Store(s + j, p);
@@ -309,21 +318,22 @@ void BackwardHead(int64_t task, const Shape& sh, float scale, const Dropout& dro
                   const float* q, const float* k, const float* v, const bool* mask,
                   const float* o, const float* lse, const float* dout, float* dq, float* dk,
                   float* dv) {
-  const int64_t b = task / sh.heads, h = task % sh.heads, D = sh.dim, lkp = sh.lkp;
-  const int64_t stride = sh.heads * D, keys = AttendedKeys(mask, sh, b);
+  const int64_t b = task / sh.heads, h = task % sh.heads, D = sh.dim, lkp = sh.lkp, n = sh.count[b];
+  if (n == 0) return;
+  const int64_t stride = sh.heads * D, keys = std::min(AttendedKeys(mask, sh, b), n);
   const Head t{b, h, keys, RoundUp(keys)};
   Scratch& w = ThreadScratch();
-  w.q.resize(sh.lq * D); w.k.resize(sh.lk * D); w.kt.resize(D * lkp); w.vt.resize(D * lkp);
-  w.dout.resize(sh.lq * D); w.s.resize(kQueryBlock * lkp); w.dp.resize(kQueryBlock * lkp);
+  w.q.resize(sh.length * D); w.k.resize(sh.length * D); w.kt.resize(D * lkp); w.vt.resize(D * lkp);
+  w.dout.resize(sh.length * D); w.s.resize(kQueryBlock * lkp); w.dp.resize(kQueryBlock * lkp);
   w.pm.resize(kQueryBlock * lkp); w.bias.resize(lkp); w.m.resize(MultiplierStride(sh));
-  w.per_row.resize(kQueryBlock); w.dk.assign(sh.lk * D, 0.0f); w.dv.assign(sh.lk * D, 0.0f);
-  Gather(q, sh.Row(b, 0, h), stride, sh.lq, D, scale, w.q.data());
-  Gather(k, sh.KeyRow(b, 0, h), stride, keys, D, scale, w.k.data());
-  GatherTransposed(k, sh.KeyRow(b, 0, h), stride, keys, D, w.kt.data(), lkp);
-  GatherTransposed(v, sh.KeyRow(b, 0, h), stride, keys, D, w.vt.data(), lkp);
-  Gather(dout, sh.Row(b, 0, h), stride, sh.lq, D, 1.0f, w.dout.data());
-  for (int64_t i0 = 0; i0 < sh.lq; i0 += kQueryBlock) {
-    const int rows = std::min<int64_t>(kQueryBlock, sh.lq - i0);
+  w.per_row.resize(kQueryBlock); w.dk.assign(n * D, 0.0f); w.dv.assign(n * D, 0.0f);
+  Gather(q, sh.Row(b, 0, h), stride, n, D, scale, w.q.data());
+  Gather(k, sh.Row(b, 0, h), stride, keys, D, scale, w.k.data());
+  GatherTransposed(k, sh.Row(b, 0, h), stride, keys, D, w.kt.data(), lkp);
+  GatherTransposed(v, sh.Row(b, 0, h), stride, keys, D, w.vt.data(), lkp);
+  Gather(dout, sh.Row(b, 0, h), stride, n, D, 1.0f, w.dout.data());
+  for (int64_t i0 = 0; i0 < n; i0 += kQueryBlock) {
+    const int rows = std::min<int64_t>(kQueryBlock, n - i0);
     MatMul(rows, t.width, D, w.q.data() + i0 * D, D, 1, w.kt.data(), lkp, w.s.data(), lkp, false);
     MatMul(rows, t.width, D, w.dout.data() + i0 * D, D, 1, w.vt.data(), lkp, w.dp.data(), lkp, false);
     float* rowsums = w.per_row.data();
@@ -341,23 +351,43 @@ void BackwardHead(int64_t task, const Shape& sh, float scale, const Dropout& dro
     MatMul(rows, D, keys, w.dp.data(), lkp, 1, w.k.data(), D, dq + sh.Row(b, i0, h), stride, false);
   }
   const float *dk_head = w.dk.data(), *dv_head = w.dv.data();
-  for (int64_t j = 0; j < sh.lk; ++j)
+  for (int64_t j = 0; j < n; ++j)
     for (int64_t d = 0; d < D; d += kWidth) {
-      Store(dk + sh.KeyRow(b, j, h) + d, Load(dk_head + j * D + d));
-      Store(dv + sh.KeyRow(b, j, h) + d, Load(dv_head + j * D + d));
+      Store(dk + sh.Row(b, j, h) + d, Load(dk_head + j * D + d));
+      Store(dv + sh.Row(b, j, h) + d, Load(dv_head + j * D + d));
     }
 }
 
-ffi::Error ReadShape(const ffi::Buffer<ffi::F32>& q, const ffi::Buffer<ffi::F32>& k,
-                     const ffi::Buffer<ffi::PRED>& mask, Shape* sh) {
-  auto qd = q.dimensions(), kd = k.dimensions(), md = mask.dimensions();
-  if (qd.size() != 4 || kd.size() != 4 || md.size() != 3)
-    return ffi::Error::InvalidArgument("attention: q and k must be [B, L, H, D], mask [B, Lq or 1, Lk]");
-  *sh = Shape{qd[0], qd[1], kd[1], qd[2], qd[3], RoundUp(kd[1]), md[1]};
+// Zeroes the token rows of x [T, H, D] that no batch row covers (a packed layout's slack).
+void ZeroUncovered(const Shape& sh, float* x) {
+  std::vector<bool> covered(sh.tokens);
+  for (int64_t b = 0; b < sh.batch; ++b) std::fill_n(covered.begin() + sh.start[b], sh.count[b], true);
+  const int64_t width = sh.heads * sh.dim;
+  for (int64_t t = 0; t < sh.tokens; ++t)
+    if (!covered[t]) std::fill_n(x + t * width, width, 0.0f);
+}
+
+template <typename A, typename B>
+bool SameDims(const A& a, const B& b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
+}
+
+ffi::Error ReadShape(const ffi::Buffer<ffi::F32>& q, const ffi::Buffer<ffi::F32>& k, const ffi::Buffer<ffi::F32>& v,
+                     const ffi::Buffer<ffi::PRED>& mask, const ffi::Buffer<ffi::S32>& start,
+                     const ffi::Buffer<ffi::S32>& count, Shape* sh) {
+  auto qd = q.dimensions(), md = mask.dimensions();
+  if (qd.size() != 3 || md.size() != 3 || !SameDims(k.dimensions(), qd) || !SameDims(v.dimensions(), qd))
+    return ffi::Error::InvalidArgument("attention: q, k and v must be [T, H, D], mask [B, L or 1, L]");
+  *sh = Shape{md[0], md[2], qd[1], qd[2], RoundUp(md[2]), md[1], qd[0], start.typed_data(), count.typed_data()};
   if (sh->dim % kWidth != 0)
     return ffi::Error::InvalidArgument("attention: the head dimension must be a multiple of 16");
-  if (md[0] != sh->batch || md[2] != sh->lk || (sh->mask_rows != 1 && sh->mask_rows != sh->lq))
-    return ffi::Error::InvalidArgument("attention: mask must be [B, Lq or 1, Lk]");
+  if (sh->mask_rows != 1 && sh->mask_rows != sh->length)
+    return ffi::Error::InvalidArgument("attention: mask must be [B, L or 1, L]");
+  if (start.dimensions().size() != 1 || start.dimensions()[0] != sh->batch || !SameDims(count.dimensions(), start.dimensions()))
+    return ffi::Error::InvalidArgument("attention: start and count must be [B]");
+  for (int64_t b = 0; b < sh->batch; ++b)
+    if (sh->start[b] < 0 || sh->count[b] < 0 || sh->count[b] > sh->length || sh->start[b] + sh->count[b] > sh->tokens)
+      return ffi::Error::InvalidArgument("attention: batch row " + std::to_string(b) + " runs outside the tokens");
   return ffi::Error::Success();
 }
 
@@ -366,38 +396,41 @@ Dropout ReadDropout(const ffi::Buffer<ffi::U32>& key, int64_t threshold, float k
 }
 
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
-                   ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::PRED> mask, ffi::Buffer<ffi::U32> key,
-                   float scale, int64_t threshold, float keep_scale,
-                   ffi::ResultBuffer<ffi::F32> o, ffi::ResultBuffer<ffi::F32> lse) {
+                   ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::PRED> mask, ffi::Buffer<ffi::S32> start,
+                   ffi::Buffer<ffi::S32> count, ffi::Buffer<ffi::U32> key, float scale, int64_t threshold,
+                   float keep_scale, ffi::ResultBuffer<ffi::F32> o, ffi::ResultBuffer<ffi::F32> lse) {
   Shape sh;
-  if (ffi::Error error = ReadShape(q, k, mask, &sh); error.failure()) return error;
+  if (ffi::Error error = ReadShape(q, k, v, mask, start, count, &sh); error.failure()) return error;
   const Dropout dropout = ReadDropout(key, threshold, keep_scale);
   ParallelFor(pool, sh.batch * sh.heads, [&](int64_t task) {
     ForwardHead(task, sh, scale, dropout, q.typed_data(), k.typed_data(), v.typed_data(),
                 mask.typed_data(), o->typed_data(), lse->typed_data());
   });
+  ZeroUncovered(sh, o->typed_data());
   return ffi::Error::Success();
 }
 
 ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
-                    ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::PRED> mask, ffi::Buffer<ffi::U32> key,
-                    float scale, int64_t threshold, float keep_scale, ffi::Buffer<ffi::F32> o,
-                    ffi::Buffer<ffi::F32> lse, ffi::Buffer<ffi::F32> dout,
-                    ffi::ResultBuffer<ffi::F32> dq, ffi::ResultBuffer<ffi::F32> dk,
-                    ffi::ResultBuffer<ffi::F32> dv) {
+                    ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::PRED> mask, ffi::Buffer<ffi::S32> start,
+                    ffi::Buffer<ffi::S32> count, ffi::Buffer<ffi::U32> key, float scale, int64_t threshold,
+                    float keep_scale, ffi::Buffer<ffi::F32> o, ffi::Buffer<ffi::F32> lse,
+                    ffi::Buffer<ffi::F32> dout, ffi::ResultBuffer<ffi::F32> dq,
+                    ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv) {
   Shape sh;
-  if (ffi::Error error = ReadShape(q, k, mask, &sh); error.failure()) return error;
+  if (ffi::Error error = ReadShape(q, k, v, mask, start, count, &sh); error.failure()) return error;
   const Dropout dropout = ReadDropout(key, threshold, keep_scale);
   ParallelFor(pool, sh.batch * sh.heads, [&](int64_t task) {
     BackwardHead(task, sh, scale, dropout, q.typed_data(), k.typed_data(), v.typed_data(),
                  mask.typed_data(), o.typed_data(), lse.typed_data(), dout.typed_data(),
                  dq->typed_data(), dk->typed_data(), dv->typed_data());
   });
+  for (float* x : {dq->typed_data(), dk->typed_data(), dv->typed_data()}) ZeroUncovered(sh, x);
   return ffi::Error::Success();
 }
 
-// What both handlers take first: the pool, q, k, v, the mask, the dropout key words, and the
-// attributes (an argument's position counts among arguments alone, so o, lse, ∂o may follow).
+// What both handlers take first: the pool, q, k, v, the mask, each batch row's start and count,
+// the dropout key words, and the attributes (an argument's position counts among arguments
+// alone, so o, lse, ∂o may follow).
 auto AttentionInputs() {
   return ffi::Ffi::Bind()
       .Ctx<ffi::ThreadPool>()
@@ -405,6 +438,8 @@ auto AttentionInputs() {
       .Arg<ffi::Buffer<ffi::F32>>()   // k
       .Arg<ffi::Buffer<ffi::F32>>()   // v
       .Arg<ffi::Buffer<ffi::PRED>>()  // mask
+      .Arg<ffi::Buffer<ffi::S32>>()   // start
+      .Arg<ffi::Buffer<ffi::S32>>()   // count
       .Arg<ffi::Buffer<ffi::U32>>()   // dropout key words
       .Attr<float>("scale")
       .Attr<int64_t>("threshold")

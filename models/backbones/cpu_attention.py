@@ -1,8 +1,9 @@
 """Fused float32 attention on XLA:CPU: `cpu_attention.cc` (`cpu_kernels`), forward and backward.
 
 XLA:CPU runs attention as separate batched dots, transposes and softmax passes; this kernel does
-one (batch, head) pair per task in cache, on the [B, L, heads, d] layout the projections give
-(the formulas are in the .cc file). Where it does not apply, `attention.py`'s XLA path runs.
+one (batch, head) pair per task in cache, on the token rows the projections give, padded or
+packed (`unpadding.Unpadded`, so no gathers around it; the formulas are in the .cc file). Where
+it does not apply, `attention.py`'s XLA path runs.
 """
 import functools
 
@@ -26,41 +27,52 @@ def _attrs(q, threshold, keep_scale):
               keep_scale=np.float32(keep_scale))
 
 
-def _forward(q, k, v, mask, key, threshold, keep_scale):
-  b, l, heads, _ = q.shape
+def _forward(q, k, v, mask, start, count, key, threshold, keep_scale):
+  b, heads, l = mask.shape[0], q.shape[1], mask.shape[-1]
   out = (jax.ShapeDtypeStruct(q.shape, jnp.float32), jax.ShapeDtypeStruct((b, heads, l), jnp.float32))
-  return jax.ffi.ffi_call(_FORWARD, out)(q, k, v, mask, key, **_attrs(q, threshold, keep_scale))
+  return jax.ffi.ffi_call(_FORWARD, out)(q, k, v, mask, start, count, key, **_attrs(q, threshold, keep_scale))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _attention(q, k, v, mask, key, threshold, keep_scale):
-  return _forward(q, k, v, mask, key, threshold, keep_scale)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
+def _attention(q, k, v, mask, start, count, key, threshold, keep_scale):
+  return _forward(q, k, v, mask, start, count, key, threshold, keep_scale)[0]
 
 
-def _attention_fwd(q, k, v, mask, key, threshold, keep_scale):
-  o, lse = _forward(q, k, v, mask, key, threshold, keep_scale)
-  return o, (q, k, v, mask, key, o, lse)
+def _attention_fwd(q, k, v, mask, start, count, key, threshold, keep_scale):
+  o, lse = _forward(q, k, v, mask, start, count, key, threshold, keep_scale)
+  return o, (q, k, v, mask, start, count, key, o, lse)
 
 
 def _attention_bwd(threshold, keep_scale, residuals, do):
-  q, k, v, mask, key, o, lse = residuals
+  q, k, v, mask, start, count, key, o, lse = residuals
   out = tuple(jax.ShapeDtypeStruct(x.shape, jnp.float32) for x in (q, k, v))
-  dq, dk, dv = jax.ffi.ffi_call(_BACKWARD, out)(q, k, v, mask, key, o, lse, do,
+  dq, dk, dv = jax.ffi.ffi_call(_BACKWARD, out)(q, k, v, mask, start, count, key, o, lse, do,
                                                 **_attrs(q, threshold, keep_scale))
-  return dq, dk, dv, None, None
+  return dq, dk, dv, None, None, None, None
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
-def attention(q, k, v, mask, dropped=None):
-  """q, k, v [B, L, heads, d] float32; mask [B, Lq or 1, Lk] bool; dropped: `Dropout.mask`'s
-  `Drawn` of shape [B, heads, Lq, Lk] (drawn in the kernel, never materialised), or None.
-  Returns [B, L, heads, d]."""
+def packed_attention(q, k, v, mask, start, count, dropped=None):
+  """Self-attention of B rows of L positions on token rows q, k, v [T, heads, d] float32: position
+  i < count[b] of batch row b is token row start[b] + i (right padding: the rest are padding and
+  absent). mask [B, L or 1, L] bool; dropped: `Dropout.mask`'s `Drawn` of shape [B, heads, L, L]
+  (drawn in the kernel, never materialised), or None. Returns [T, heads, d], 0 in rows of no batch row."""
+  b, heads, l = mask.shape[0], q.shape[1], mask.shape[-1]
+  start, count = start.astype(jnp.int32), count.astype(jnp.int32)
   if dropped is None:
-    return _attention(q, k, v, mask, jnp.zeros((2,), jnp.uint32), 0, 0.0)
-  b, lq, heads, _ = q.shape
-  if dropped.shape != (b, heads, lq, k.shape[1]):
-    raise ValueError(f"attention dropout mask {dropped.shape}: expected {(b, heads, lq, k.shape[1])}")
+    return _attention(q, k, v, mask, start, count, jnp.zeros((2,), jnp.uint32), 0, 0.0)
+  if dropped.shape != (b, heads, l, l):
+    raise ValueError(f"attention dropout mask {dropped.shape}: expected {(b, heads, l, l)}")
   key = jax.random.key_data(dropped.key).reshape(-1)[:2].astype(jnp.uint32)
-  return _attention(q, k, v, mask, key, dropped.threshold, float(dropped.scale))
+  return _attention(q, k, v, mask, start, count, key, dropped.threshold, float(dropped.scale))
+
+
+def attention(q, k, v, mask, dropped=None):
+  """`packed_attention` of the padded layout: q, k, v [B, L, heads, d] float32, every position
+  computed. Returns [B, L, heads, d]."""
+  b, l = q.shape[:2]
+  tokens = lambda t: t.reshape(b * l, *t.shape[2:])
+  start, count = jnp.arange(b, dtype=jnp.int32) * l, jnp.full((b,), l, jnp.int32)
+  return packed_attention(tokens(q), tokens(k), tokens(v), mask, start, count, dropped).reshape(q.shape)

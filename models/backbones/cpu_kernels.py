@@ -79,7 +79,11 @@ def available() -> bool:
   return True
 
 
+def enabled() -> bool:
+  """One CPU device, and the kernels built."""
+  return jax.default_backend() == "cpu" and jax.device_count() == 1 and available()
+
+
 def applies(*arrays) -> bool:
-  """float32 arrays whose last dimension is a multiple of 16, on one CPU device, and the kernels built."""
-  return (jax.default_backend() == "cpu" and jax.device_count() == 1
-          and all(a.dtype == jnp.float32 and a.shape[-1] % 16 == 0 for a in arrays) and available())
+  """float32 arrays whose last dimension is a multiple of 16, and `enabled()`."""
+  return all(a.dtype == jnp.float32 and a.shape[-1] % 16 == 0 for a in arrays) and enabled()

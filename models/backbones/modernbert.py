@@ -6,9 +6,10 @@ embeddings LN(E[ids]) in, final LN out. Layer i is global when i % global_attn_e
 == 0 and local otherwise: a local query attends only to keys with |i − j| ≤ local_attention // 2,
 and each kind has its own RoPE base (global_rope_theta, local_rope_theta).
 
-Attention runs on the padded [B, L] layout with padding masked (as transformers' sdpa/eager
-paths do). With `packing` set, everything else runs unpadded (`unpadding.py`), on the real
-tokens only, as transformers' flash-attention path does.
+Attention masks padding (as transformers' sdpa/eager paths do). With `packing` set, the layers
+run unpadded (`unpadding.py`), on the real tokens only, as transformers' flash-attention path
+does; attention then gathers them to the padded [B, L] layout, except in `cpu_attention`'s
+kernel, which takes them packed.
 """
 import dataclasses
 
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from . import unpadding
-from .attention import attention
+from .attention import token_attention
 from .bert import ACTIVATIONS
 from ..dropout import Dropout, check_rates
 from ..partitioning import logical
@@ -111,7 +112,8 @@ def rope(length, dim, theta):
 
 
 def apply_rope(x, cos, sin):
-  """x cos + rotate_half(x) sin over [B, L, heads, d], rotate_half([a, b]) = [−b, a], in float32."""
+  """x cos + rotate_half(x) sin over x [N, heads, d] with each token's cos, sin [N, d],
+  rotate_half([a, b]) = [−b, a], in float32."""
   xf = x.astype(jnp.float32)
   a, b = jnp.split(xf, 2, axis=-1)
   return (xf * cos[:, None] + jnp.concatenate([-b, a], axis=-1) * sin[:, None]).astype(x.dtype)
@@ -133,17 +135,16 @@ class ModernBertLayer(nnx.Module):
     self.mlp_out = _dense(m, h, ("mlp", "embed"), c.mlp_bias, dtype=dtype, rngs=rngs)
 
   def __call__(self, x, masks, ropes, layout, dropout: Dropout):
-    """x: [B, L, H] padded or [T, H] unpadded, as `layout` says."""
+    """x [N, H]: `layout`'s token rows (every position, or the real tokens); ropes: each token's."""
     y = self.attn_norm(x) if self.attn_norm is not None else x
-    qkv = layout.to_padded(self.qkv(y))
-    b, l, h = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
-    q, k, v = jnp.split(qkv.reshape(b, l, 3, self.num_heads, h // self.num_heads), 3, axis=2)
+    q, k, v = (t[:, 0] for t in jnp.split(self.qkv(y).reshape(x.shape[0], 3, self.num_heads, -1), 3, axis=1))
     cos, sin = ropes[self.kind]
-    q, k = apply_rope(q[:, :, 0], cos, sin), apply_rope(k[:, :, 0], cos, sin)
-    dropped = dropout.mask((b, self.num_heads, l, l), self.attention_dropout)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     mask, lengths = masks[self.kind]
-    ctx = attention(q, k, v[:, :, 0], mask, dropped, lengths=lengths).reshape(b, l, h)
-    x = x + dropout(self.attn_out(layout.to_tokens(ctx)), self.attention_dropout, layout.rows)
+    b, l = mask.shape[0], mask.shape[-1]
+    dropped = dropout.mask((b, self.num_heads, l, l), self.attention_dropout)
+    ctx = token_attention(q, k, v, mask, lengths, layout, dropped).reshape(x.shape)
+    x = x + dropout(self.attn_out(ctx), self.attention_dropout, layout.rows)
     u, g = jnp.split(self.mlp_in(self.mlp_norm(x)), 2, axis=-1)
     return x + self.mlp_out(dropout(self.act(u) * g, self.mlp_dropout, layout.rows))
 
@@ -151,8 +152,8 @@ class ModernBertLayer(nnx.Module):
 class ModernBert(nnx.Module):
   """Token ids [B, L] and mask [B, L] to the last hidden states [B, L, H] (float32); no token types.
 
-  `packing` (`unpadding.layout`: an int capacity or a pack index) runs the per-token layers unpadded;
-  hidden states at padding are then 0. `dropout` (training only): Hugging Face's sites,
+  `packing` (`unpadding.layout`: an int capacity or a pack index) runs the per-token layers unpadded
+  (attention too, in `cpu_attention`'s kernel); hidden states at padding are then 0. `dropout` (training only): Hugging Face's sites,
   embedding_dropout after the embeddings' norm, attention_dropout on the attention
   probabilities and after the attention's output projection, mlp_dropout before the MLP's.
   """
@@ -176,8 +177,10 @@ class ModernBert(nnx.Module):
     band = jnp.abs(pos[:, None] - pos[None, :]) <= c.local_attention // 2
     masks = {GLOBAL: (keys, attention_mask.sum(-1)), LOCAL: (keys & band, None)}  # (mask, lengths if padding alone)
     head_dim = c.hidden_size // c.num_attention_heads
-    ropes = {GLOBAL: rope(l, head_dim, c.global_rope_theta), LOCAL: rope(l, head_dim, c.local_rope_theta)}
     layout = unpadding.layout(attention_mask, packing)
+    per_token = lambda table: layout.to_tokens(jnp.broadcast_to(table, (*input_ids.shape, head_dim)))
+    ropes = {kind: tuple(map(per_token, rope(l, head_dim, theta)))
+             for kind, theta in ((GLOBAL, c.global_rope_theta), (LOCAL, c.local_rope_theta))}
     x = dropout(self.embed_norm(self.tok_embeddings(layout.to_tokens(input_ids))), c.embedding_dropout, layout.rows)
     for layer in self.layers:
       x = layer(x, masks, ropes, layout, dropout)
