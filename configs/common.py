@@ -59,7 +59,7 @@ def train_config() -> ml_collections.ConfigDict:
   c.data.doc_max_len = 256
   c.data.query_buckets = ()              # () = (max/4, max/2, max)
   c.data.doc_buckets = ()
-  c.data.unpad = True                    # pack a side ≤ 3/4 real tokens (not with accumulate_steps or GradCache)
+  c.data.unpad = True                    # pack a side whose tokens fit a capacity (not with accumulate_steps or GradCache)
   c.data.mine = ml_collections.ConfigDict(dict(enabled=False, depth=30, skip_top=0, batch_size=64))
 
   c.eval = eval_config.get_config()      # periodic evaluation of the model being trained:

@@ -3,9 +3,10 @@
 `encode_queries` / `encode_documents` / `encode` take a list of texts (one string: one text) and
 return the kind's representations in the caller's order (dense: float32 [n, d]). Texts go
 through the kind's text path, sorted by length and padded to fixed buckets, so the jitted
-encoder compiles once per bucket. A batch at most 3/4 real tokens (the last one, or lengths
-spread within a bucket) runs unpadded, at a capacity of 1/4, 1/2 or 3/4 of the bucket: one more
-compilation for each capacity met. `unpad = False` turns that off.
+encoder compiles once per bucket. A batch whose real tokens fit a capacity (the last one, or
+lengths spread within a bucket) runs unpadded, at a fraction of the bucket
+(`unpadding.capacity_fractions`): one more compilation for each capacity met. `unpad = False`
+turns that off.
 
 Bad input is an InputError before any encoding: an item that is not a string, a batch size
 below 1, a max_length outside 1 … the model's positions. Non-finite representations (NaN or

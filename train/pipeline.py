@@ -7,8 +7,8 @@ Host p takes rows p·b … (p+1)·b − 1 of each global batch of b·process_cou
 local batches laid end to end are the global batch in the order one process has it (dropout
 masks, drawn by row position, are then the same on any number of hosts). Batches are padded to
 the full query and document lengths here; `trim` cuts them to a length bucket in the loop.
-Where a side is at most 3/4 real tokens in every block of rows that a device holds, the loop
-adds its pack index (`query_pack`, `doc_pack` [shards, capacity]; backbones/unpadding.py): the
+Where a side's real tokens fit a capacity (`unpadding.capacity_fractions`) in every block of rows
+that a device holds, the loop adds its pack index (`query_pack`, `doc_pack` [shards, capacity]; backbones/unpadding.py): the
 step then runs that side's per-token layers on its real tokens only, each device on its own.
 
 A batch holds, for b rows and C = num_positives + num_negatives candidates:
