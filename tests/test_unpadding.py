@@ -11,17 +11,21 @@ def _mask(lengths, width):
   return (np.arange(width)[None] < np.array(lengths)[:, None]).astype(np.int32)
 
 
-@pytest.mark.parametrize("packed", [False, True], ids=["gathered-attention", "packed-attention"])
-def test_capacity_is_the_smallest_fraction_that_holds_the_real_tokens(monkeypatch, packed):
-  """Quarters up to 3/4 where attention gathers to the padded layout; then sixteenths up to 15/16
-  where it takes the packed tokens."""
-  monkeypatch.setattr(unpadding.cpu_kernels, "enabled", lambda: packed)
+def test_capacity_is_the_smallest_quarter_that_holds_the_real_tokens():
   assert unpadding.token_capacity(_mask([4, 4, 0, 0], 8)) == 8      # 8 of 32 → 1/4
   assert unpadding.token_capacity(_mask([8, 1, 0, 0], 8)) == 16     # 9 of 32 → 1/2
   assert unpadding.token_capacity(_mask([8, 8, 8, 0], 8)) == 24     # 24 of 32 → 3/4
-  assert unpadding.token_capacity(_mask([8, 8, 8, 1], 8)) == (26 if packed else None)   # 25 of 32 → 13/16
-  assert unpadding.token_capacity(_mask([8, 8, 8, 6], 8)) == (30 if packed else None)   # 30 of 32 → 15/16
-  assert unpadding.token_capacity(_mask([8, 8, 8, 7], 8)) is None   # 31 of 32: padded
+  assert unpadding.token_capacity(_mask([8, 8, 8, 1], 8)) is None   # 25 of 32: padded
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["gathered-attention", "packed-attention"])
+def test_large_blocks_go_on_in_sixteenths_where_attention_takes_packed_tokens(monkeypatch, packed):
+  monkeypatch.setattr(unpadding.cpu_kernels, "enabled", lambda: packed)
+  assert unpadding.shard_capacity(3000, 4096) == 3072                            # 3/4
+  assert unpadding.shard_capacity(3100, 4096) == (3328 if packed else None)      # 13/16
+  assert unpadding.shard_capacity(3800, 4096) == (3840 if packed else None)      # 15/16
+  assert unpadding.shard_capacity(3900, 4096) is None
+  assert unpadding.shard_capacity(25, 32) is None                                # a small block: quarters
 
 
 def test_round_trip_keeps_real_tokens_in_order_and_zeroes_padding():

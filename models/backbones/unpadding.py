@@ -21,23 +21,28 @@ from . import cpu_kernels
 
 GATHERED_FRACTIONS = (0.25, 0.5, 0.75)
 PACKED_FRACTIONS = (0.25, 0.5, 0.75, 0.8125, 0.875, 0.9375)
+PACKED_MIN_POSITIONS = 4096
 
 
-def capacity_fractions() -> tuple[float, ...]:
-  """The capacities tried, as fractions of the positions.
+def capacity_fractions(positions: int) -> tuple[float, ...]:
+  """The capacities tried for a block of `positions`, as fractions of it.
 
   Where attention gathers the tokens to the padded layout and back, unpadding pays below 3/4 full
   (the per-token layers then save at least a quarter of their work). Where it takes the packed
   tokens as they lie (`cpu_attention`, on one CPU device with retrax's kernels), only the
-  embeddings and the output are gathered, and sixteenths up to 15/16 pay too (MiniLM step on
-  SciFact, documents 93% full: 7.2 → 6.6 s).
+  embeddings and the output are gathered, and sixteenths up to 15/16 pay too, on blocks of at
+  least 4096 positions, whose saving outweighs one more compilation (MiniLM training step,
+  documents 93% full: 7.2 → 6.6 s; encoding 1,000 queries in buckets of ≤ 2048 positions, the
+  extra compilations cost more than they saved).
   """
-  return PACKED_FRACTIONS if cpu_kernels.enabled() else GATHERED_FRACTIONS
+  packed = positions >= PACKED_MIN_POSITIONS and cpu_kernels.enabled()
+  return PACKED_FRACTIONS if packed else GATHERED_FRACTIONS
 
 
 def shard_capacity(real_tokens: int, positions: int) -> int | None:
-  """The smallest of positions · `capacity_fractions()` that holds `real_tokens`, or None (run padded)."""
-  return next((int(positions * f) for f in capacity_fractions() if real_tokens <= int(positions * f)), None)
+  """The smallest of positions · `capacity_fractions(positions)` that holds `real_tokens`, or None (run padded)."""
+  fractions = capacity_fractions(positions)
+  return next((int(positions * f) for f in fractions if real_tokens <= int(positions * f)), None)
 
 
 def token_capacity(attention_mask: np.ndarray) -> int | None:
