@@ -207,7 +207,7 @@ struct Dropout {
 };
 
 struct Scratch {
-  std::vector<float> q, k, kt, v, vt, dout, s, dp, pm, dk, dv, bias, m, per_row;  // s, dp, pm, per_row: a query block
+  std::vector<float> q, k, kt, v, vt, dout, s, dp, pm, dk, dv, bias, m, inverse;  // s, dp, pm, inverse: a query block
 };
 
 Scratch& ThreadScratch() {
@@ -215,8 +215,13 @@ Scratch& ThreadScratch() {
   return scratch;
 }
 
-// Row stride of the dropout multipliers w.m: a row's hash words may run 16 past lkp.
-int64_t MultiplierStride(const Shape& sh) { return sh.lkp + kWidth; }
+// Length of w.m, one row's dropout multipliers: its hash words may run 16 past lkp.
+int64_t MultiplierLength(const Shape& sh) { return sh.lkp + kWidth; }
+
+// Scores s[j … j + 15] plus the row's additive mask (scores replaced by 0 in a row with no key).
+inline Vec Biased(const float* s, const float* bias, bool none, int64_t j) {
+  return (none ? Vec{} : Load(s + j)) + Load(bias + j);
+}
 
 // One task: head h of batch row b, whose products run over `keys` keys (AttendedKeys), `width`
 // of them rounded up to whole vectors.
@@ -225,11 +230,11 @@ struct Head {
 };
 
 // The forward of rows [i0, i0 + rows): their scores in w.s become e = exp(s + bias − max) (and
-// e ⊙ m in w.pm with dropout), lse = max + log Σ e goes to lse, and 1 / Σ e to w.per_row.
+// e ⊙ m in w.pm with dropout), lse = max + log Σ e goes to lse, and 1 / Σ e to w.inverse.
 void Exponentials(const Shape& sh, const Dropout& dropout, const bool* mask, const Head& t, int64_t i0,
                   int rows, float* lse, Scratch& w) {
   // Raw pointers: through the thread_local `w`, every access in a loop would look the thread up again.
-  float *bias = w.bias.data(), *m = w.m.data(), *inverse = w.per_row.data();
+  float *bias = w.bias.data(), *m = w.m.data(), *inverse = w.inverse.data();
   bool none = false;
   for (int r = 0; r < rows; ++r) {
     const int64_t i = i0 + r, head_row = (t.b * sh.heads + t.h) * sh.length + i;
@@ -237,7 +242,7 @@ void Exponentials(const Shape& sh, const Dropout& dropout, const bool* mask, con
     float *s = w.s.data() + r * sh.lkp, *pm = w.pm.data() + r * sh.lkp;
     Vec top = Splat(-std::numeric_limits<float>::infinity());
     for (int64_t j = 0; j < t.width; j += kWidth) {
-      Vec x = (none ? Vec{} : Load(s + j)) + Load(bias + j);
+      Vec x = Biased(s, bias, none, j);
       Store(s + j, x);
       top = top > x ? top : x;
     }
@@ -271,7 +276,7 @@ void ForwardHead(int64_t task, const Shape& sh, float scale, const Dropout& drop
   Scratch& w = ThreadScratch();
   w.q.resize(sh.length * D); w.kt.resize(D * lkp); w.v.resize(sh.length * D);
   w.s.resize(kQueryBlock * lkp); w.pm.resize(kQueryBlock * lkp); w.bias.resize(lkp);
-  w.m.resize(MultiplierStride(sh)); w.per_row.resize(kQueryBlock);
+  w.m.resize(MultiplierLength(sh)); w.inverse.resize(kQueryBlock);
   Gather(q, sh.Row(b, 0, h), stride, n, D, scale, w.q.data());
   GatherTransposed(k, sh.Row(b, 0, h), stride, keys, D, w.kt.data(), lkp);
   Gather(v, sh.Row(b, 0, h), stride, keys, D, 1.0f, w.v.data());
@@ -282,7 +287,7 @@ void ForwardHead(int64_t task, const Shape& sh, float scale, const Dropout& drop
     const float* e = dropout.scale > 0 ? w.pm.data() : w.s.data();
     float* out = o + sh.Row(b, i0, h);
     MatMul(rows, D, keys, e, lkp, 1, w.v.data(), D, out, stride, false);  // o = (e ⊙ m) v / Σ e
-    const float* inverse = w.per_row.data();
+    const float* inverse = w.inverse.data();
     for (int r = 0; r < rows; ++r)
       for (int64_t d = 0; d < D; d += kWidth) Store(out + r * stride + d, Load(out + r * stride + d) * inverse[r]);
   }
@@ -290,19 +295,22 @@ void ForwardHead(int64_t task, const Shape& sh, float scale, const Dropout& drop
 
 // The backward of rows [i0, i0 + rows): their scores in w.s become p = exp(s + bias − lse) (and
 // p ⊙ m in w.pm with dropout), and ∂p = ∂o vᵀ in w.dp becomes ∂s = p ⊙ (m ⊙ ∂p − r), with
-// r = rowsum(∂o ⊙ o) in w.per_row.
-void ScoreGradients(const Shape& sh, const Dropout& dropout, const bool* mask, const Head& t, int64_t i0,
-                    int rows, const float* lse, Scratch& w) {
-  float *bias = w.bias.data(), *m = w.m.data(), *rowsums = w.per_row.data();
+// r = rowsum(∂o ⊙ o).
+void ScoreGradients(const Shape& sh, const Dropout& dropout, const bool* mask, const float* o, const Head& t,
+                    int64_t i0, int rows, const float* lse, Scratch& w) {
+  float *bias = w.bias.data(), *m = w.m.data();
   bool none = false;
   for (int r = 0; r < rows; ++r) {
     const int64_t i = i0 + r, head_row = (t.b * sh.heads + t.h) * sh.length + i;
     if (r == 0 || sh.mask_rows > 1) MaskBias(MaskRow(mask, sh, t.b, i), sh, bias, &none);
     float *s = w.s.data() + r * sh.lkp, *dp = w.dp.data() + r * sh.lkp, *pm = w.pm.data() + r * sh.lkp;
-    const Vec shift = Splat(lse[head_row]), rowsum = Splat(rowsums[r]);
+    const float *o_row = o + sh.Row(t.b, i, t.h), *dout_row = w.dout.data() + i * sh.dim;
+    Vec total{};
+    for (int64_t d = 0; d < sh.dim; d += kWidth) total += Load(dout_row + d) * Load(o_row + d);
+    const Vec shift = Splat(lse[head_row]), rowsum = Splat(Sum(total));
     if (dropout.scale > 0) dropout.Row(uint32_t(head_row), sh.length, t.width, m);
     for (int64_t j = 0; j < t.width; j += kWidth) {
-      Vec p = Exp((none ? Vec{} : Load(s + j)) + Load(bias + j) - shift), g = Load(dp + j);
+      Vec p = Exp(Biased(s, bias, none, j) - shift), g = Load(dp + j);
       Store(s + j, p);
       if (dropout.scale > 0) {
         Vec mj = Load(m + j);
@@ -325,8 +333,8 @@ void BackwardHead(int64_t task, const Shape& sh, float scale, const Dropout& dro
   Scratch& w = ThreadScratch();
   w.q.resize(sh.length * D); w.k.resize(sh.length * D); w.kt.resize(D * lkp); w.vt.resize(D * lkp);
   w.dout.resize(sh.length * D); w.s.resize(kQueryBlock * lkp); w.dp.resize(kQueryBlock * lkp);
-  w.pm.resize(kQueryBlock * lkp); w.bias.resize(lkp); w.m.resize(MultiplierStride(sh));
-  w.per_row.resize(kQueryBlock); w.dk.assign(n * D, 0.0f); w.dv.assign(n * D, 0.0f);
+  w.pm.resize(kQueryBlock * lkp); w.bias.resize(lkp); w.m.resize(MultiplierLength(sh));
+  w.dk.assign(n * D, 0.0f); w.dv.assign(n * D, 0.0f);
   Gather(q, sh.Row(b, 0, h), stride, n, D, scale, w.q.data());
   Gather(k, sh.Row(b, 0, h), stride, keys, D, scale, w.k.data());
   GatherTransposed(k, sh.Row(b, 0, h), stride, keys, D, w.kt.data(), lkp);
@@ -336,14 +344,7 @@ void BackwardHead(int64_t task, const Shape& sh, float scale, const Dropout& dro
     const int rows = std::min<int64_t>(kQueryBlock, n - i0);
     MatMul(rows, t.width, D, w.q.data() + i0 * D, D, 1, w.kt.data(), lkp, w.s.data(), lkp, false);
     MatMul(rows, t.width, D, w.dout.data() + i0 * D, D, 1, w.vt.data(), lkp, w.dp.data(), lkp, false);
-    float* rowsums = w.per_row.data();
-    for (int r = 0; r < rows; ++r) {
-      const float *o_row = o + sh.Row(b, i0 + r, h), *dout_row = w.dout.data() + (i0 + r) * D;
-      Vec total{};
-      for (int64_t d = 0; d < D; d += kWidth) total += Load(dout_row + d) * Load(o_row + d);
-      rowsums[r] = Sum(total);
-    }
-    ScoreGradients(sh, dropout, mask, t, i0, rows, lse, w);
+    ScoreGradients(sh, dropout, mask, o, t, i0, rows, lse, w);
     const float* pm = dropout.scale > 0 ? w.pm.data() : w.s.data();
     // ∂v += (p ⊙ m)ᵀ ∂o,  ∂k += ∂sᵀ (scale q),  ∂q = ∂s (scale k)
     MatMul(keys, D, rows, pm, 1, lkp, w.dout.data() + i0 * D, D, w.dv.data(), D, true);

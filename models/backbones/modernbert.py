@@ -153,9 +153,10 @@ class ModernBert(nnx.Module):
   """Token ids [B, L] and mask [B, L] to the last hidden states [B, L, H] (float32); no token types.
 
   `packing` (`unpadding.layout`: an int capacity or a pack index) runs the per-token layers unpadded
-  (attention too, in `cpu_attention`'s kernel); hidden states at padding are then 0. `dropout` (training only): Hugging Face's sites,
-  embedding_dropout after the embeddings' norm, attention_dropout on the attention
-  probabilities and after the attention's output projection, mlp_dropout before the MLP's.
+  (attention too, in `cpu_attention`'s kernel); hidden states at padding are then 0. `dropout`
+  (training only): Hugging Face's sites, embedding_dropout after the embeddings' norm,
+  attention_dropout on the attention probabilities and after the attention's output projection,
+  mlp_dropout before the MLP's.
   """
 
   def __init__(self, config: ModernBertConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
