@@ -7,6 +7,8 @@ import time
 
 import jax
 import numpy as np
+import optax
+import pytest
 
 import retrax
 
@@ -89,6 +91,12 @@ def test_each_steps_metrics_are_read_after_the_next_step_is_dispatched(tmp_path,
                     "batch", 8, "batch", 9, 10, "batch", "batch", 11, 12]
   rows = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows] == list(range(1, 13)) and all(r["examples_per_s"] > 0 for r in rows)
+  warmup = optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps)
+  decay = optax.linear_schedule(config.learning_rate, 0.0, config.total_steps - config.warmup_steps)
+  for row in rows:  # optax's schedule, one step at a time
+    n = row["step"] - 1
+    expected = warmup(n) if n < config.warmup_steps else decay(n - config.warmup_steps)
+    assert row["learning_rate"] == pytest.approx(float(expected), rel=1e-6), n
 
 
 def test_bad_config_is_one_line_error(tmp_path):

@@ -17,8 +17,8 @@ CHECKED = (("loss", "the loss"), ("grad_norm", "the gradient norm"),
 
 class DivergenceCheck:
 
-  def __init__(self, lr_schedule, checkpointer):
-    self.lr_schedule = lr_schedule
+  def __init__(self, learning_rates, checkpointer):
+    self.learning_rates = learning_rates  # of each step, counted from 0
     self.checkpointer = checkpointer
 
   def __call__(self, step: int, metrics: dict) -> dict:
@@ -28,6 +28,6 @@ class DivergenceCheck:
       if not math.isfinite(host[key]):
         saved = self.checkpointer.steps()
         last = f"the newest checkpoint is step {saved[-1]}" if saved else "no checkpoint was saved"
-        raise Diverged(f"step {step}: {what} is {host[key]} (learning rate {float(self.lr_schedule(step - 1)):.3g}); "
+        raise Diverged(f"step {step}: {what} is {host[key]} (learning rate {float(self.learning_rates[step - 1]):.3g}); "
                        f"training stopped, {last}")
     return host

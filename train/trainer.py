@@ -91,7 +91,8 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
 
   pipeline = Pipeline(training_set, retriever.text, config.data, seed=config.seed, global_batch=config.batch_size,
                       process_index=jax.process_index(), process_count=jax.process_count())
-  lr_schedule = schedule(config)
+  # on the host, so that logging a step does not wait behind the step dispatched after it
+  learning_rates = np.asarray(jax.vmap(schedule(config))(np.arange(config.total_steps)))
   params = jax.tree.map(np.asarray, nnx.to_pure_dict(retriever.params))
   trainable.check(params, config.model.trainable)
   builder = StepBuilder(retriever.graphdef, loss, config.loss.in_batch_negatives, optimizer,
@@ -118,7 +119,7 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
     logging.warning("the checkpoint is at step %d and config.total_steps is %d: nothing to train", start,
                     config.total_steps)
   writer = MetricWriter(workdir, resume_step=start, enabled=is_main)
-  finite = DivergenceCheck(lr_schedule, checkpointer)
+  finite = DivergenceCheck(learning_rates, checkpointer)
   stop = StopSignal()
   key = jax.random.key(config.seed)
   bar = tqdm(total=config.total_steps, initial=start, disable=not (config.progress and is_main), unit="step")
@@ -131,7 +132,7 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
     window_examples += config.batch_size
     if logging_now:
       elapsed = time.perf_counter() - window_start
-      writer.write(done, {**host, "learning_rate": lr_schedule(done - 1), "examples_per_s": window_examples / elapsed})
+      writer.write(done, {**host, "learning_rate": learning_rates[done - 1], "examples_per_s": window_examples / elapsed})
       bar.set_postfix(loss=f"{host['loss']:.4f}")
       window_start, window_examples = time.perf_counter(), 0
 
