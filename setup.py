@@ -20,7 +20,7 @@ setup(
     python_requires=">=3.10",
     packages=["retrax"] + [f"retrax.{p}" for p in SUBPACKAGES],
     package_dir={"retrax": ".", **{f"retrax.{p}": p.replace(".", "/") for p in SUBPACKAGES}},
-    package_data={"retrax.models.backbones": ["cpu_attention.cc", "cpu_layer_norm.cc", "cpu_kernels.h"]},
+    package_data={"retrax": ["block_cache.cc"], "retrax.models.backbones": ["cpu_attention.cc", "cpu_layer_norm.cc", "cpu_kernels.h"]},
     cmdclass={"build_py": BuildPyWithoutSetup},
     install_requires=[
         "jax", "flax>=0.12", "optax", "orbax-checkpoint", "grain", "tensorflow-datasets",

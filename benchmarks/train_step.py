@@ -26,8 +26,9 @@ FLOPs on real tokens; MFU against --peak-tflops on GPU), and retrax's step broke
 update and host batch assembly, each timed alone (their sum need not equal the step), and the
 step again with every side padded (data.unpad=False).
 
-Each side runs in its own process, with glibc's malloc asking for transparent huge pages
-(`retrax.host_memory.HUGE_PAGES`), as `python -m retrax.train` runs (--default-malloc: neither).
+Each side runs in its own process, in the environment `python -m retrax.train` gives itself
+(`retrax.host_memory.with_host_memory`: the block cache preloaded, and glibc's malloc asking for
+transparent huge pages); --default-malloc: neither, on both sides.
 Both processes compile and warm up first, then take turns for --rounds rounds, one timed pass
 over the --steps batches each, so that both sides see the same state of a shared, noisy machine;
 s/step is each side's median pass, the ratio their quotient, and "per round" the range of the
@@ -60,7 +61,7 @@ from flax import nnx
 import retrax
 from retrax import compiler
 from retrax.configs import common
-from retrax.host_memory import HUGE_PAGES, huge_pages_environment
+from retrax.host_memory import HUGE_PAGES, block_cache_library, host_memory_environment
 from retrax.models.wheel import minilm_path
 from retrax.train import examples
 from retrax.train.objective import loss_fn
@@ -255,7 +256,7 @@ class Side:
     command = [sys.executable, __file__, "--worker", side, "--mode", mode, "--folder", str(args.folder),
                "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--dtype", args.dtype,
                "--data", str(args.data)] + (["--profile", str(args.profile / mode)] if args.profile else [])
-    environment = dict(os.environ) if args.default_malloc else huge_pages_environment()
+    environment = dict(os.environ) if args.default_malloc else host_memory_environment(os.environ, args.block_cache)
     self.stderr = tempfile.TemporaryFile("w+")
     self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
                                     text=True, env=environment)
@@ -304,8 +305,8 @@ def main():
   p.add_argument("--data", type=pathlib.Path, default=SCIFACT, help="a BEIR folder with a train split")
   p.add_argument("--peak-tflops", type=float, default=None, help="the accelerator's dense peak, for MFU")
   p.add_argument("--default-malloc", action="store_true",
-                 help="glibc's default malloc on both sides, without the huge pages of retrax.host_memory."
-                      "with_huge_pages (which python -m retrax.train calls)")
+                 help="glibc's default malloc on both sides, without the block cache and huge pages of "
+                      "retrax.host_memory.with_host_memory (which python -m retrax.train calls)")
   p.add_argument("--profile", type=pathlib.Path, default=None,
                  help="trace retrax's steps with jax.profiler into DIR/<mode> and print the ops that took longest")
   p.add_argument("--worker", choices=("retrax", "st"), help=argparse.SUPPRESS)
@@ -319,7 +320,9 @@ def main():
     args.folder, name = minilm_path(), "all-MiniLM-L6-v2"
   else:
     args.folder, name = random_bert_base(args.template or minilm_path(), pathlib.Path(workdir.name)), "BERT-base"
-  malloc = "glibc's default malloc" if args.default_malloc else f"GLIBC_TUNABLES={HUGE_PAGES} as in the trainer"
+  args.block_cache = None if args.default_malloc else block_cache_library()
+  cache = "retrax's block cache preloaded, " if args.block_cache else ""
+  malloc = "glibc's default malloc" if args.default_malloc else f"{cache}GLIBC_TUNABLES={HUGE_PAGES} as in the trainer"
   print(f"{name}, batch {args.batch_size} (query ≤64, positive + hard negative ≤256 tokens), "
         f"{args.dtype}, each side in its own process, {malloc}\n")
   print("| dropout | trainer | mode | s/step, median (passes) | queries/s | GFLOP/s | ratio (per round) |")

@@ -2,23 +2,23 @@
 which share `cpu_kernels.h`.
 
 They are compiled on first use into one library with the machine's C++ compiler (`CXX`, default
-g++, `-O3 -march=native`) in `RETRAX_KERNEL_CACHE` (default $XDG_CACHE_HOME/retrax/kernels or
-~/.cache/retrax/kernels), keyed by the sources, the compiler, jax and the CPU's flags.
+g++, `-O3 -march=native`) by `retrax.native_build`, keyed by the sources, the compiler, jax and
+the CPU's flags.
 Without a compiler, or with RETRAX_CPU_KERNELS=0, XLA's ops run instead (logged once).
 They run on a single CPU device: a custom call has no sharding rule.
 """
 import ctypes
 import functools
-import hashlib
 import logging
 import os
 import pathlib
 import shutil
 import subprocess
-import tempfile
 
 import jax
 import jax.numpy as jnp
+
+from ... import native_build
 
 _HERE = pathlib.Path(__file__).parent
 _SOURCES = (_HERE / "cpu_attention.cc", _HERE / "cpu_layer_norm.cc")
@@ -30,34 +30,11 @@ TARGETS = {"retrax_attention_forward": "RetraxAttentionForward",
            "retrax_layer_norm_backward": "RetraxLayerNormBackward"}
 
 
-def _cpu_flags() -> str:
-  try:
-    return next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
-  except OSError:
-    return ""
-
-
 def _compile(compiler: str) -> pathlib.Path:
-  """The shared library for these sources, compiler, jaxlib and CPU, built once (atomically)."""
+  """The shared library for these sources, compiler, jaxlib and CPU, built once (native_build)."""
   include = jax.ffi.include_dir()
-  version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
-  texts = [f.read_text() for f in (*_SOURCES, _HEADER)]
-  key = hashlib.sha256("\0".join((*texts, compiler, version, " ".join(_FLAGS),
-                                  jax.__version__, include, _cpu_flags())).encode()).hexdigest()[:16]
-  default = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "retrax" / "kernels"
-  cache = pathlib.Path(os.environ.get("RETRAX_KERNEL_CACHE", default))
-  library = cache / f"retrax_cpu_kernels-{key}.so"
-  if library.exists():
-    return library
-  cache.mkdir(parents=True, exist_ok=True)
-  with tempfile.TemporaryDirectory(dir=cache) as scratch:
-    built = pathlib.Path(scratch) / library.name
-    result = subprocess.run([compiler, *_FLAGS, f"-I{include}", *map(str, _SOURCES), "-o", str(built)],
-                            capture_output=True, text=True)
-    if result.returncode:
-      raise RuntimeError(f"{compiler} failed on {', '.join(f.name for f in _SOURCES)}:\n{result.stderr[-4000:]}")
-    os.replace(built, library)
-  return library
+  return native_build.shared_library("retrax_cpu_kernels", compiler, _SOURCES, (*_FLAGS, f"-I{include}"),
+                                     headers=(_HEADER,), key=(jax.__version__, include))
 
 
 @functools.cache
