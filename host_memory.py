@@ -11,8 +11,8 @@ interpreter, same argv) with
 - `block_cache.cc` preloaded (LD_PRELOAD; built on first use by `retrax.native_build`): requests
   of 64 MiB or more get whole 2 MiB-aligned mappings with MADV_HUGEPAGE, and a freed one stays
   mapped for the next request it fits (best fit), the cache capped at the most bytes ever live
-  in such blocks at once. The MiniLM trainer (`configs/dense_minilm_scifact.py`) ran at 6.0–6.1 s
-  a step, peak RSS 9.5 GB, where glibc alone gave 6.7–8.1 s and 4.2 GB. RETRAX_BLOCK_CACHE=0, or
+  in such blocks at once. The MiniLM step (`benchmarks/train_step.py`'s retrax worker, dropout
+  off, interleaved passes) went from 7.32 to 5.88 s, peak RSS 4.1 → 6.5 GB. RETRAX_BLOCK_CACHE=0, or
   no C++ compiler, leaves it out;
 - GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (glibc ≥ 2.35): glibc asks for transparent huge pages
   (madvise) on what it maps itself, and the kernel faults each 2 MiB at once.
@@ -26,12 +26,9 @@ Without glibc (musl, macOS) all of it does nothing.
 """
 import ctypes
 import ctypes.util
-import logging
 import os
 import pathlib
 import platform
-import shutil
-import subprocess
 import sys
 
 from . import native_build
@@ -43,18 +40,10 @@ BLOCK_CACHE_SOURCE = pathlib.Path(__file__).with_name("block_cache.cc")
 
 def block_cache_library() -> pathlib.Path | None:
   """block_cache.cc built (None, logged, without a compiler or with RETRAX_BLOCK_CACHE=0)."""
-  if os.environ.get("RETRAX_BLOCK_CACHE", "1") == "0":
-    return None
-  compiler = os.environ.get("CXX", "g++")
-  if shutil.which(compiler) is None:
-    logging.warning("no C++ compiler %r: XLA:CPU's step buffers are mapped afresh at every step", compiler)
-    return None
-  try:
-    return native_build.shared_library("retrax_block_cache", compiler, (BLOCK_CACHE_SOURCE,),
-                                       ("-O2", "-std=c++17", "-shared", "-fPIC"))
-  except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
-    logging.warning("retrax's block cache did not build; step buffers are mapped afresh: %s", error)
-    return None
+  return native_build.optional_library(
+      "retrax's block cache", "RETRAX_BLOCK_CACHE", "XLA:CPU's step buffers are mapped afresh at every step",
+      lambda compiler: native_build.shared_library("retrax_block_cache", compiler, (BLOCK_CACHE_SOURCE,),
+                                                   ("-O2", "-std=c++17", "-shared", "-fPIC")))
 
 
 def host_memory_environment(environ=os.environ, block_cache: pathlib.Path | None = None) -> dict:

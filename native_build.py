@@ -1,11 +1,14 @@
-"""Shared libraries compiled on first use from retrax's C++ sources, with the machine's compiler.
+"""Shared libraries compiled on first use from retrax's C++ sources, with the machine's compiler
+(`CXX`, default g++).
 
 A library lives in `RETRAX_KERNEL_CACHE` (default $XDG_CACHE_HOME/retrax/kernels or
 ~/.cache/retrax/kernels) under a name keyed by its sources, the compiler and its version, the
 flags, the CPU's flags and whatever else the caller names; it is written atomically, once.
 """
 import hashlib
+import logging
 import os
+import shutil
 import pathlib
 import subprocess
 import tempfile
@@ -42,3 +45,19 @@ def shared_library(name: str, compiler: str, sources, flags, headers=(), key=())
       raise RuntimeError(f"{compiler} failed on {names}:\n{result.stderr[-4000:]}")
     os.replace(built, library)
   return library
+
+
+def optional_library(what: str, switch: str, otherwise: str, build) -> pathlib.Path | None:
+  """build(compiler), the path of `what` built; None, logged with `otherwise` (what runs instead),
+  when the environment sets `switch` to 0, there is no compiler, or the build fails."""
+  if os.environ.get(switch, "1") == "0":
+    return None
+  compiler = os.environ.get("CXX", "g++")
+  if shutil.which(compiler) is None:
+    logging.warning("no C++ compiler %r: %s", compiler, otherwise)
+    return None
+  try:
+    return build(compiler)
+  except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
+    logging.warning("%s did not build, %s: %s", what, otherwise, error)
+    return None

@@ -10,10 +10,7 @@ They run on a single CPU device: a custom call has no sharding rule.
 import ctypes
 import functools
 import logging
-import os
 import pathlib
-import shutil
-import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -40,16 +37,14 @@ def _compile(compiler: str) -> pathlib.Path:
 @functools.cache
 def available() -> bool:
   """Whether the kernels are built and registered (logs why not, once)."""
-  if os.environ.get("RETRAX_CPU_KERNELS", "1") == "0":
-    return False
-  compiler = os.environ.get("CXX", "g++")
-  if shutil.which(compiler) is None:
-    logging.warning("no C++ compiler %r: attention and layer norms run as XLA's ops on CPU (slower)", compiler)
+  path = native_build.optional_library("retrax's CPU kernels", "RETRAX_CPU_KERNELS",
+                                       "attention and layer norms run as XLA's ops on CPU (slower)", _compile)
+  if path is None:
     return False
   try:
-    library = ctypes.cdll.LoadLibrary(str(_compile(compiler)))
-  except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
-    logging.warning("retrax's CPU kernels did not build, XLA's ops run instead: %s", error)
+    library = ctypes.cdll.LoadLibrary(str(path))
+  except OSError as error:
+    logging.warning("retrax's CPU kernels did not load, XLA's ops run instead: %s", error)
     return False
   for target, symbol in TARGETS.items():
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
