@@ -1,5 +1,6 @@
-"""retrax's XLA:CPU kernels: built once and atomically, XLA's ops without a compiler, and the layer
-norm kernel against torch's autograd (the attention kernel's tests are in test_attention.py)."""
+"""retrax's XLA:CPU kernels: built once and atomically, XLA's ops without a compiler, the layer
+norm kernel against torch's autograd (the attention kernel's tests are in test_attention.py), and
+`cpu_dense`'s split weight gradient against torch's."""
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import torch
 from flax import nnx
 
 from retrax import compiler
-from retrax.models.backbones import cpu_layer_norm
+from retrax.models.backbones import cpu_dense, cpu_layer_norm
 
 
 def test_the_kernels_are_built_once_and_atomically(cpu_kernels, tmp_path, monkeypatch):
@@ -91,3 +92,35 @@ def test_layer_norm_outside_the_kernel_is_the_module(cpu_kernels):
     text = jax.jit(lambda x: cpu_layer_norm.layer_norm(norm, x)).lower(x).compile().as_text()
     assert "retrax_layer_norm" not in text
     np.testing.assert_array_equal(np.asarray(cpu_layer_norm.layer_norm(norm, x)), np.asarray(norm(x)))
+
+
+@pytest.mark.parametrize("features", [(32, 48), (48, 32)], ids=["narrow-input", "wide-input"])
+@pytest.mark.parametrize("rows", [(2, cpu_dense.MIN_ROWS // 2), (cpu_dense.MIN_ROWS - 2,)], ids=["halves", "one-product"])
+def test_dense_layer_and_its_gradients_match_torch(features, rows):
+  """nnx.Linear with `cpu_dense.dot_general`: y, ∂x, ∂W and ∂b against torch.nn.Linear's autograd;
+  from MIN_ROWS rows on one CPU device ∂W is contracted as two halves, below it as one product."""
+  if jax.default_backend() != "cpu" or jax.device_count() != 1:
+    pytest.skip("cpu_dense splits on one XLA:CPU device")
+  (k, n), rng = features, np.random.default_rng(0)
+  x = rng.standard_normal((*rows, k)).astype(np.float32)
+  dy = rng.standard_normal((*rows, n)).astype(np.float32)
+  layer = nnx.Linear(k, n, dot_general=cpu_dense.dot_general, rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(layer)
+
+  def run(params, x, dy):
+    y, pullback = jax.vjp(lambda p, x: nnx.merge(graphdef, p)(x), params, x)
+    dparams, dx = pullback(dy)
+    return y, dx, dparams["kernel"][...], dparams["bias"][...]
+
+  jaxpr = str(jax.make_jaxpr(run)(params, x, dy))
+  assert ("(([1], [1]), ([0], [0]))" in jaxpr) == (rows[0] == 2), jaxpr  # the halves' batched product
+  linear = torch.nn.Linear(k, n)
+  with torch.no_grad():
+    linear.weight.copy_(torch.tensor(np.asarray(layer.kernel[...]).T))
+    linear.bias.copy_(torch.tensor(np.asarray(layer.bias[...])))
+  tx = torch.tensor(x, requires_grad=True)
+  ty = linear(tx)
+  ty.backward(torch.tensor(dy))
+  theirs = [ty.detach().numpy(), tx.grad.numpy(), linear.weight.grad.numpy().T, linear.bias.grad.numpy()]
+  for ours, reference in zip(compiler.jit(run)(params, x, dy), theirs):
+    np.testing.assert_allclose(np.asarray(ours), reference, rtol=0, atol=1e-5 * np.abs(reference).max())

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from . import unpadding
+from . import cpu_dense, unpadding
 from .attention import token_attention
 from .cpu_layer_norm import layer_norm
 from ..dropout import Dropout, check_rates
@@ -91,7 +91,7 @@ class BertConfig:
 
 def _dense(din, dout, axes, *, dtype, rngs):
   return nnx.Linear(
-      din, dout, dtype=dtype, param_dtype=jnp.float32, rngs=rngs,
+      din, dout, dtype=dtype, param_dtype=jnp.float32, rngs=rngs, dot_general=cpu_dense.dot_general,
       kernel_init=logical(nnx.initializers.normal(0.02), *axes),
       bias_init=logical(nnx.initializers.zeros_init(), axes[-1]))
 

@@ -16,7 +16,7 @@ import dataclasses
 import jax.numpy as jnp
 from flax import nnx
 
-from . import unpadding
+from . import cpu_dense, unpadding
 from .attention import token_attention
 from .bert import ACTIVATIONS
 from ..dropout import Dropout, check_rates
@@ -92,6 +92,7 @@ class ModernBertConfig:
 def _dense(din, dout, axes, use_bias, *, dtype, rngs):
   return nnx.Linear(
       din, dout, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, rngs=rngs,
+      dot_general=cpu_dense.dot_general,
       kernel_init=logical(nnx.initializers.normal(0.02), *axes),
       bias_init=logical(nnx.initializers.zeros_init(), axes[-1]))
 
