@@ -29,6 +29,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from .cpu_kernels import one_cpu_device
+
 MIN_ROWS = 4096
 
 
@@ -36,8 +38,7 @@ def _applies(lhs, rhs, dimension_numbers, precision, preferred_element_type) -> 
   rows = math.prod(lhs.shape[:-1])
   return (dimension_numbers == (((lhs.ndim - 1,), (0,)), ((), ())) and rhs.ndim == 2
           and lhs.dtype == rhs.dtype == jnp.float32 and precision is None and preferred_element_type is None
-          and rows >= MIN_ROWS and rows % 2 == 0
-          and jax.default_backend() == "cpu" and jax.device_count() == 1)
+          and rows >= MIN_ROWS and rows % 2 == 0 and one_cpu_device())
 
 
 @jax.custom_vjp

@@ -51,9 +51,14 @@ def available() -> bool:
   return True
 
 
+def one_cpu_device() -> bool:
+  """Whether JAX runs on exactly one XLA:CPU device, where retrax's CPU-specific paths apply."""
+  return jax.default_backend() == "cpu" and jax.device_count() == 1
+
+
 def enabled() -> bool:
   """One CPU device, and the kernels built."""
-  return jax.default_backend() == "cpu" and jax.device_count() == 1 and available()
+  return one_cpu_device() and available()
 
 
 def applies(*arrays) -> bool:
