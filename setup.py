@@ -2,7 +2,7 @@
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-SUBPACKAGES = ("models", "models.backbones", "models.heads", "models.kinds", "train", "eval", "index", "configs")
+SUBPACKAGES = ("models", "models.backbones", "models.heads", "models.kinds", "train", "eval", "index", "configs", "xla_cpu")
 
 
 class BuildPyWithoutSetup(build_py):
@@ -20,7 +20,7 @@ setup(
     python_requires=">=3.10",
     packages=["retrax"] + [f"retrax.{p}" for p in SUBPACKAGES],
     package_dir={"retrax": ".", **{f"retrax.{p}": p.replace(".", "/") for p in SUBPACKAGES}},
-    package_data={"retrax": ["block_cache.cc"], "retrax.models.backbones": ["cpu_attention.cc", "cpu_layer_norm.cc", "cpu_kernels.h"]},
+    package_data={"retrax.xla_cpu": ["attention.cc", "layer_norm.cc", "kernels.h", "block_cache.cc"]},
     cmdclass={"build_py": BuildPyWithoutSetup},
     install_requires=[
         "jax", "flax>=0.12", "optax", "orbax-checkpoint", "grain", "tensorflow-datasets",

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import retrax
-from retrax import compiler
-from retrax.host_memory import keep_freed_memory
+from retrax import ops
+from retrax.xla_cpu.host_memory import keep_freed_memory
 from retrax.models.wheel import minilm_path
 
 SCIFACT = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "beir-scifact"
@@ -48,7 +48,7 @@ def matmul_peaks():
   import torch
   a, b = np.random.rand(8192, 384).astype(np.float32), np.random.rand(384, 1536).astype(np.float32)
   flop = 2 * 8192 * 384 * 1536
-  f = compiler.jit(jnp.matmul)
+  f = ops.jit(jnp.matmul)
   ja, jb = jnp.asarray(a), jnp.asarray(b)
   ta, tb = torch.from_numpy(a), torch.from_numpy(b)
   peaks = {}
@@ -80,7 +80,7 @@ def main():
   p.add_argument("--repeats", type=int, default=2)
   p.add_argument("--peak-tflops", type=float, default=None)
   p.add_argument("--keep-freed-memory", action="store_true",
-                 help="glibc keeps freed memory for reuse (retrax.host_memory), for both sides")
+                 help="glibc keeps freed memory for reuse (retrax.xla_cpu.host_memory), for both sides")
   args = p.parse_args()
   if args.keep_freed_memory:
     keep_freed_memory()

@@ -26,7 +26,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 import retrax
-from retrax import compiler
+from retrax import ops
 from retrax.configs import common
 from retrax.models.wheel import minilm_path
 from retrax.train import sharding
@@ -55,7 +55,7 @@ def compiled(retriever, config, mesh, batch, grad_cache_chunks=0):
   builder = StepBuilder(retriever.graphdef, loss_fn(config.loss), True, optimizer,
                         grad_cache_chunks=grad_cache_chunks)
   shardings = jax.tree.map(lambda x: x.sharding, state)
-  step = compiler.jit(builder, out_shardings=(shardings, NamedSharding(mesh, PartitionSpec())), donate_argnums=0)
+  step = ops.jit(builder, out_shardings=(shardings, NamedSharding(mesh, PartitionSpec())), donate_argnums=0)
   lowered = step.lower(state, abstract_batch(batch, mesh, rules), jax.random.key(0))
   return state, lowered.compile().memory_analysis()
 

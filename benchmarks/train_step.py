@@ -27,7 +27,7 @@ update and host batch assembly, each timed alone (their sum need not equal the s
 step again with every side padded (data.unpad=False).
 
 Each side runs in its own process, in the environment `python -m retrax.train` gives itself
-(`retrax.host_memory.with_host_memory`: the block cache preloaded, and glibc's malloc asking for
+(`retrax.xla_cpu.host_memory.with_host_memory`: the block cache preloaded, and glibc's malloc asking for
 transparent huge pages); --default-malloc: neither, on both sides.
 Both processes compile and warm up first, then take turns for --rounds rounds, one timed pass
 over the --steps batches each, so that both sides see the same state of a shared, noisy machine;
@@ -59,9 +59,9 @@ import optax
 from flax import nnx
 
 import retrax
-from retrax import compiler
+from retrax import ops
 from retrax.configs import common
-from retrax.host_memory import HUGE_PAGES, block_cache_library, host_memory_environment
+from retrax.xla_cpu.host_memory import HUGE_PAGES, block_cache_library, host_memory_environment
 from retrax.models.wheel import minilm_path
 from retrax.train import examples
 from retrax.train.objective import loss_fn
@@ -139,7 +139,7 @@ def retrax_side(retriever, config, groups, collate, dropout, profile: pathlib.Pa
   params = jax.tree.map(jnp.copy, nnx.to_pure_dict(retriever.params))  # the step donates them
   # committed to the device, as the step's output state is: else the second state compiles each step again
   state = jax.device_put(TrainState(params, optimizer.init(params), np.int32(0)), jax.devices()[0])
-  step = compiler.jit(builder, donate_argnums=0)
+  step = ops.jit(builder, donate_argnums=0)
   key, dropout_key = jax.random.key(0), jax.random.key(1)
 
   mesh, rules = make_mesh(config.mesh), tuple(tuple(r) for r in config.sharding_rules)
@@ -164,12 +164,12 @@ def retrax_side(retriever, config, groups, collate, dropout, profile: pathlib.Pa
       summary = {"profile": trace_summary(profile, len(groups))}
     params = state.params
     batches = [assemble(g) for g in groups]
-    embeddings = compiler.jit(lambda params, batch, key: builder.embeddings(builder.module(params), batch, key))
-    grads = compiler.jit(jax.value_and_grad(builder.batch_loss, has_aux=True))
-    objective = compiler.jit(lambda q, d, batch, key, params: builder.objective(q, d, batch, key, builder.module(params)))
+    embeddings = ops.jit(lambda params, batch, key: builder.embeddings(builder.module(params), batch, key))
+    grads = ops.jit(jax.value_and_grad(builder.batch_loss, has_aux=True))
+    objective = ops.jit(lambda q, d, batch, key, params: builder.objective(q, d, batch, key, builder.module(params)))
     embedded = [embeddings(params, b, dropout_key) for b in batches]
 
-    @compiler.jit
+    @ops.jit
     def update(grads, opt_state, params):
       updates, opt_state = optimizer.update(grads, opt_state, params)
       return optax.apply_updates(params, updates), opt_state
@@ -306,7 +306,7 @@ def main():
   p.add_argument("--peak-tflops", type=float, default=None, help="the accelerator's dense peak, for MFU")
   p.add_argument("--default-malloc", action="store_true",
                  help="glibc's default malloc on both sides, without the block cache and huge pages of "
-                      "retrax.host_memory.with_host_memory (which python -m retrax.train calls)")
+                      "retrax.xla_cpu.host_memory.with_host_memory (which python -m retrax.train calls)")
   p.add_argument("--profile", type=pathlib.Path, default=None,
                  help="trace retrax's steps with jax.profiler into DIR/<mode> and print the ops that took longest")
   p.add_argument("--worker", choices=("retrax", "st"), help=argparse.SUPPRESS)

@@ -16,7 +16,7 @@ import torch
 import transformers
 from flax import nnx
 
-from retrax import compiler
+from retrax import ops
 from retrax.models.backbones import hf, unpadding
 
 
@@ -47,7 +47,7 @@ def main():
     theirs.save_pretrained(folder)
     _, ours = hf.load_backbone(folder)
   graphdef, params = nnx.split(ours)
-  forward = compiler.jit(lambda params, ids, mask, capacity: nnx.merge(graphdef, params)(ids, mask, None, capacity),
+  forward = ops.jit(lambda params, ids, mask, capacity: nnx.merge(graphdef, params)(ids, mask, None, capacity),
                     static_argnums=3)
 
   rng = np.random.default_rng(0)

@@ -22,7 +22,7 @@ import tokenizers
 from flax import nnx
 from tqdm.auto import tqdm
 
-from .. import checks, compiler
+from .. import checks, ops
 from ..errors import InputError
 from ..files import atomic_directory
 from .backbones import unpadding
@@ -63,7 +63,7 @@ class Retriever:
     self.settings = module.settings
     self.tokenizer_files = {**(tokenizer_files or {}), "tokenizer.json": tokenizer.to_str().encode()}
     self.graphdef, self.params = nnx.split(module)
-    self._encode_batch = compiler.jit(self.encode_tokens, static_argnames=("side", "packing"))
+    self._encode_batch = ops.jit(self.encode_tokens, static_argnames=("side", "packing"))
 
   def with_params(self, params) -> "Retriever":
     """The same retriever with other parameters (a pure dict, as training holds them)."""

@@ -18,9 +18,11 @@ def shared_data():
 
 
 @pytest.fixture
-def cpu_kernels():
-  """retrax's XLA:CPU kernels, built; the test skips off XLA:CPU or without a C++ compiler."""
-  from retrax.models.backbones import cpu_kernels
+def cpu_kernels(monkeypatch):
+  """retrax's XLA:CPU kernels, built and switched on (RETRAX_CPU_KERNELS=1, also where they do not
+  pay off); the test skips off XLA:CPU or without a C++ compiler."""
+  monkeypatch.setenv("RETRAX_CPU_KERNELS", "1")
+  from retrax.xla_cpu import kernels as cpu_kernels
   if jax.default_backend() != "cpu":
     pytest.skip("retrax's kernels are XLA:CPU's")
   if shutil.which(os.environ.get("CXX", "g++")) is None:

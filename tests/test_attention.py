@@ -1,13 +1,15 @@
 """Attention and its written-out backward against torch's autograd: XLA's ops, the fused CPU kernel
-(`cpu_attention`) and, on GPU, cuDNN."""
+(`retrax.xla_cpu.attention`) and, on GPU, cuDNN."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 
-from retrax.models.backbones import cpu_attention, unpadding
-from retrax.models.backbones.attention import attention
+from retrax.models.backbones import unpadding
+from retrax.ops import attention
+from retrax import xla_cpu
+from retrax.xla_cpu import attention as cpu_attention
 from retrax.models.dropout import Dropout
 
 
@@ -112,7 +114,7 @@ def test_fused_cpu_attention_treats_a_row_without_keys_as_xlas_ops_do(cpu_kernel
   q, k, v, do, _, _ = _inputs(2, 20, 2, 16, jnp.float32)
   mask = jnp.asarray(np.arange(20)[None, None, :] < np.array([20, 0])[:, None, None])
   fused = _run(q, k, v, do, mask)
-  monkeypatch.setattr(cpu_attention, "applies", lambda *args: False)
+  monkeypatch.setattr(xla_cpu, "attention_applies", lambda *args: False)
   xla = _run(q, k, v, do, mask)
   assert _runs_fused_kernel(fused[2], q, k, v) and not _runs_fused_kernel(xla[2], q, k, v)
   np.testing.assert_allclose(np.asarray(fused[0][1]), np.broadcast_to(np.asarray(v[1]).mean(0), (20, 2, 16)),

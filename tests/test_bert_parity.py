@@ -33,7 +33,7 @@ def _inputs(pad_id, seed=0):
 
 @pytest.fixture(params=["bert", "bert-d16", "xlm-roberta"])
 def torch_folder(request, tmp_path):
-  """Heads of 8 dimensions run XLA's attention ops; bert-d16's two heads of 16 run `cpu_attention`'s
+  """Heads of 8 dimensions run XLA's attention ops; bert-d16's two heads of 16 run retrax's XLA:CPU
   kernel on CPU (on packed tokens when unpadded)."""
   torch.manual_seed(0)
   if request.param.startswith("bert"):

@@ -1,5 +1,6 @@
 """host_memory: repeated XLA:CPU executions reuse their temporary buffer (the block cache, or glibc keeping
 freed memory); the block cache keeps malloc's contract."""
+import glob
 import os
 import pathlib
 import shutil
@@ -8,12 +9,12 @@ import sys
 
 import pytest
 
-from retrax import host_memory
+from retrax.xla_cpu import host_memory
 
 RUNS = 4
 PROGRAM = f"""
 import os, resource, sys
-from retrax import host_memory
+from retrax.xla_cpu import host_memory
 took = {{"keep": host_memory.keep_freed_memory, "host": host_memory.with_host_memory}}.get(sys.argv[1], lambda: None)()
 import jax, jax.numpy as jnp
 f = jax.jit(lambda x: (jnp.sin(x) @ jnp.cos(x)).sum())  # three 64 MiB temporaries
@@ -105,3 +106,57 @@ def test_the_block_cache_keeps_mallocs_contract():
   out = subprocess.run([sys.executable, "-c", CONTRACT], capture_output=True, text=True, env=environment, check=True)
   checks = eval(out.stdout.strip().splitlines()[-1])
   assert all(checks.values()), checks
+
+
+STARTS = """
+import logging, os, sys
+print("started", flush=True)
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+from retrax.xla_cpu import host_memory
+host_memory.with_host_memory()
+print("preload", os.environ.get("LD_PRELOAD", "-").replace(" ", ":"), "tunables", os.environ.get("GLIBC_TUNABLES", "-"))
+"""
+
+
+def starts(**environment) -> tuple[int, str, str]:
+  """(how many times the process started, its last stdout line, its stderr) under `environment`."""
+  env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES", "JAX_PLATFORMS")}
+  out = subprocess.run([sys.executable, "-c", STARTS], capture_output=True, text=True, check=True,
+                       env=dict(env, **environment))
+  return out.stdout.count("started"), out.stdout.strip().splitlines()[-1], out.stderr
+
+
+@linux
+@pytest.mark.parametrize("platforms", ["cuda", "tpu", "cuda,cpu"])
+def test_a_run_bound_for_an_accelerator_is_not_executed_twice(platforms):
+  assert starts(JAX_PLATFORMS=platforms)[:2] == (1, "preload - tunables -")
+
+
+@linux
+def test_retrax_host_memory_0_turns_all_of_it_off():
+  assert starts(JAX_PLATFORMS="cpu", RETRAX_HOST_MEMORY="0")[:2] == (1, "preload - tunables -")
+
+
+@linux
+def test_no_accelerator_device_means_xla_cpu():
+  assert host_memory.will_run_on_cpu({}) == (not any(
+      glob.glob(pattern) for pattern in host_memory.ACCELERATOR_DEVICES))
+  assert host_memory.will_run_on_cpu({"JAX_PLATFORMS": "cpu"}) and not host_memory.will_run_on_cpu({"JAX_PLATFORMS": "tpu"})
+
+
+@linux
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="no C++ compiler for the block cache")
+def test_another_preloaded_allocator_keeps_its_place_and_the_block_cache_stays_out(tmp_path):
+  allocator = tmp_path / "libother_malloc.so"  # a preloadable library that allocates nothing itself
+  subprocess.run([os.environ.get("CXX", "g++"), "-shared", "-fPIC", "-x", "c++", "-", "-o", str(allocator)],
+                 input="extern \"C\" int other_malloc_marker() { return 1; }\n", text=True, check=True)
+  count, line, stderr = starts(JAX_PLATFORMS="cpu", LD_PRELOAD=str(allocator))
+  assert (count, line) == (2, f"preload {allocator} tunables glibc.malloc.hugetlb=1")
+  assert stderr.count(f"LD_PRELOAD already holds {allocator}: retrax's block cache stays out") == 1
+
+
+@linux
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="no C++ compiler for the block cache")
+def test_a_cpu_run_is_executed_once_more_with_the_block_cache():
+  count, line, _ = starts(JAX_PLATFORMS="cpu")
+  assert (count, line) == (2, f"preload {host_memory.block_cache_library()} tunables glibc.malloc.hugetlb=1")

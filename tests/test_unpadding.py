@@ -20,7 +20,7 @@ def test_capacity_is_the_smallest_quarter_that_holds_the_real_tokens():
 
 @pytest.mark.parametrize("packed", [False, True], ids=["gathered-attention", "packed-attention"])
 def test_large_blocks_go_on_in_sixteenths_where_attention_takes_packed_tokens(monkeypatch, packed):
-  monkeypatch.setattr(unpadding.cpu_kernels, "enabled", lambda: packed)
+  monkeypatch.setattr(unpadding.ops, "packs_in_place", lambda: packed)
   assert unpadding.shard_capacity(3000, 4096) == 3072                            # 3/4
   assert unpadding.shard_capacity(3100, 4096) == (3328 if packed else None)      # 13/16
   assert unpadding.shard_capacity(3800, 4096) == (3840 if packed else None)      # 15/16

@@ -3,7 +3,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from .. import cli
-from ..host_memory import with_host_memory
+from ..xla_cpu import with_host_memory
 from .trainer import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a training config file.", lock_config=True)
@@ -13,7 +13,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  with_host_memory()  # XLA:CPU's step buffers kept mapped between steps, in 2 MiB pages
+  with_host_memory()  # on XLA:CPU alone: its step buffers kept mapped between steps, in 2 MiB pages
   train(_CONFIG.value, _WORKDIR.value)
 
 

@@ -19,7 +19,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from .. import compiler
+from .. import ops
 from ..eval import beir
 from ..eval.driver import evaluate_retriever
 from ..files import check_folder
@@ -99,7 +99,7 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
                         config.accumulate_steps, config.grad_cache_chunks, config.model.dropout, config.model.trainable)
   state = initial_state(params, optimizer, mesh, rules, retriever.params, config.model.trainable)
   state_shardings = jax.tree.map(lambda x: x.sharding, state)
-  step_fn = compiler.jit(builder, out_shardings=(state_shardings, NamedSharding(mesh, PartitionSpec())),
+  step_fn = ops.jit(builder, out_shardings=(state_shardings, NamedSharding(mesh, PartitionSpec())),
                          donate_argnums=0)
 
   eval_config = config.eval.copy_and_resolve_references()

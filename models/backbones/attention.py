@@ -9,17 +9,14 @@ e (in the compute dtype), l, o and the boolean dropout mask, and folds 1 / l int
 (FlashAttention's identity Σ_k p ∂p = Σ_d ∂o ⊙ o = r holds with dropout):
   ∂v = (e ⊙ m)ᵀ (∂o / l),   ∂s = e ⊙ (m ⊙ ((∂o / l) vᵀ) − r / l),   ∂q = ∂s k / √d,   ∂k = ∂sᵀ (q / √d).
 
-On GPU, in bfloat16 or float16 and without attention-probability dropout, a right-padded mask
-(given as `lengths`) goes through cuDNN's fused flash attention (`jax.nn.dot_product_attention`).
-On one CPU device in float32, `cpu_attention`'s fused kernel runs it, on packed token rows too
-(`token_attention`); the ops below are its fallback and reference.
+These are XLA's ops, the reference and fallback of the fused implementations that `retrax.ops`
+chooses by backend (cuDNN's on GPU, retrax's kernel on XLA:CPU).
 """
 import functools
 
 import jax
 import jax.numpy as jnp
 
-from . import cpu_attention
 from ..dropout import multiplier
 
 
@@ -63,34 +60,10 @@ def _attention_bwd(scale, residuals, do):
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
-def _cudnn_applies(q, dropped, lengths) -> bool:
-  head_dim = q.shape[-1]
-  return (lengths is not None and dropped is None and jax.default_backend() == "gpu"
-          and q.dtype in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0 and head_dim <= 128)
-
-
-def attention(q, k, v, mask, dropped=None, *, lengths=None):
+def attention(q, k, v, mask, dropped=None):
   """q, k, v [B, L, heads, d]; mask [B, Lq or 1, Lk] (bool); dropped: `Dropout.mask`'s `Drawn`
-  of shape [B, heads, Lq, Lk], or None; lengths [B]: each row's real tokens when
-  `mask` is right padding alone (keys j < lengths), which lets cuDNN run it. Returns
-  [B, L, heads, d] in v's dtype."""
-  if _cudnn_applies(q, dropped, lengths):
-    lengths = jnp.maximum(lengths.astype(jnp.int32), 1)  # an all-padding row attends to its first key
-    return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths, implementation="cudnn")
-  if cpu_attention.applies(q, mask, dropped):
-    return cpu_attention.attention(q, k, v, mask, dropped)
+  of shape [B, heads, Lq, Lk], or None. Returns [B, L, heads, d] in v's dtype."""
   q = q * jnp.asarray(1 / jnp.sqrt(q.shape[-1]), q.dtype)
   bias = jnp.where(mask, 0.0, jnp.finfo(jnp.float32).min)[:, None]
   kept, scale = (dropped.keep(), dropped.scale) if dropped is not None else (None, 1.0)
   return _heads_first(_attention(*map(_heads_first, (q, k, v)), bias, kept, scale))
-
-
-def token_attention(q, k, v, mask, lengths, layout, dropped=None):
-  """Self-attention of `layout`'s token rows (`unpadding.Padded` or `Unpadded`): q, k, v [N, heads, d]
-  → [N, heads, d]. mask [B, L or 1, L], lengths [B] (or None) and `dropped` as in `attention`. A
-  packed layout (right padding; `Unpadded.starts`) runs `cpu_attention` on the tokens where they
-  lie, when it applies; otherwise the tokens go to the padded [B, L] layout and back."""
-  if layout.starts is not None and cpu_attention.applies(q, mask, dropped):
-    return cpu_attention.packed_attention(q, k, v, mask, layout.starts, layout.lengths, dropped)
-  padded = (layout.to_padded(t) for t in (q, k, v))
-  return layout.to_tokens(attention(*padded, mask, dropped, lengths=lengths))

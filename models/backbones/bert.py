@@ -13,9 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from . import cpu_dense, unpadding
-from .attention import token_attention
-from .cpu_layer_norm import layer_norm
+from . import unpadding
+from ... import ops
 from ..dropout import Dropout, check_rates
 from ..partitioning import logical
 
@@ -91,7 +90,7 @@ class BertConfig:
 
 def _dense(din, dout, axes, *, dtype, rngs):
   return nnx.Linear(
-      din, dout, dtype=dtype, param_dtype=jnp.float32, rngs=rngs, dot_general=cpu_dense.dot_general,
+      din, dout, dtype=dtype, param_dtype=jnp.float32, rngs=rngs, dot_general=ops.dense_dot_general,
       kernel_init=logical(nnx.initializers.normal(0.02), *axes),
       bias_init=logical(nnx.initializers.zeros_init(), axes[-1]))
 
@@ -124,18 +123,18 @@ class BertLayer(nnx.Module):
     b, l = mask.shape[0], mask.shape[-1]
     split = lambda t: t.reshape(t.shape[0], self.num_heads, -1)
     dropped = dropout.mask((b, self.num_heads, l, l), self.attention_dropout)
-    ctx = token_attention(split(self.query(x)), split(self.key(x)), split(self.value(x)), mask, lengths, layout,
+    ctx = ops.token_attention(split(self.query(x)), split(self.key(x)), split(self.value(x)), mask, lengths, layout,
                           dropped)
     attended = self.attn_out(ctx.reshape(x.shape[0], -1))
-    x = layer_norm(self.attn_norm, x + dropout(attended, self.hidden_dropout, layout.rows))
-    return layer_norm(self.mlp_norm, x + dropout(self.mlp_out(self.act(self.mlp_in(x))), self.hidden_dropout, layout.rows))
+    x = ops.layer_norm(self.attn_norm, x + dropout(attended, self.hidden_dropout, layout.rows))
+    return ops.layer_norm(self.mlp_norm, x + dropout(self.mlp_out(self.act(self.mlp_in(x))), self.hidden_dropout, layout.rows))
 
 
 class Bert(nnx.Module):
   """Token ids [B, L] and mask [B, L] (right padding) to the last hidden states [B, L, H] (float32).
 
   `packing` (`unpadding.layout`: an int capacity or a pack index) runs the per-token layers on the
-  real tokens only (attention too, in `cpu_attention`'s kernel); hidden states at padding are then
+  real tokens only (attention too, where `ops.packs_in_place`); hidden states at padding are then
   0. `dropout` (training only): Hugging Face's sites, hidden_dropout_prob after the embeddings'
   norm and after each block's output projection, attention_probs_dropout_prob on the attention
   probabilities.
@@ -177,7 +176,7 @@ class Bert(nnx.Module):
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     layout = unpadding.layout(attention_mask, packing)
-    x = dropout(layer_norm(self.embed_norm, self.embeddings(input_ids, token_type_ids, layout)), self.config.hidden_dropout_prob,
+    x = dropout(ops.layer_norm(self.embed_norm, self.embeddings(input_ids, token_type_ids, layout)), self.config.hidden_dropout_prob,
                 layout.rows)
     mask, lengths = attention_mask.astype(bool)[:, None, :], attention_mask.sum(-1)
     for layer in self.layers:

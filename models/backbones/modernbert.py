@@ -8,16 +8,16 @@ and each kind has its own RoPE base (global_rope_theta, local_rope_theta).
 
 Attention masks padding (as transformers' sdpa/eager paths do). With `packing` set, the layers
 run unpadded (`unpadding.py`), on the real tokens only, as transformers' flash-attention path
-does; attention then gathers them to the padded [B, L] layout, except in `cpu_attention`'s
-kernel, which takes them packed.
+does; attention then gathers them to the padded [B, L] layout, except where `ops.packs_in_place` (retrax's XLA:CPU
+kernel takes them packed).
 """
 import dataclasses
 
 import jax.numpy as jnp
 from flax import nnx
 
-from . import cpu_dense, unpadding
-from .attention import token_attention
+from . import unpadding
+from ... import ops
 from .bert import ACTIVATIONS
 from ..dropout import Dropout, check_rates
 from ..partitioning import logical
@@ -92,7 +92,7 @@ class ModernBertConfig:
 def _dense(din, dout, axes, use_bias, *, dtype, rngs):
   return nnx.Linear(
       din, dout, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, rngs=rngs,
-      dot_general=cpu_dense.dot_general,
+      dot_general=ops.dense_dot_general,
       kernel_init=logical(nnx.initializers.normal(0.02), *axes),
       bias_init=logical(nnx.initializers.zeros_init(), axes[-1]))
 
@@ -144,7 +144,7 @@ class ModernBertLayer(nnx.Module):
     mask, lengths = masks[self.kind]
     b, l = mask.shape[0], mask.shape[-1]
     dropped = dropout.mask((b, self.num_heads, l, l), self.attention_dropout)
-    ctx = token_attention(q, k, v, mask, lengths, layout, dropped).reshape(x.shape)
+    ctx = ops.token_attention(q, k, v, mask, lengths, layout, dropped).reshape(x.shape)
     x = x + dropout(self.attn_out(ctx), self.attention_dropout, layout.rows)
     u, g = jnp.split(self.mlp_in(self.mlp_norm(x)), 2, axis=-1)
     return x + self.mlp_out(dropout(self.act(u) * g, self.mlp_dropout, layout.rows))
@@ -154,7 +154,7 @@ class ModernBert(nnx.Module):
   """Token ids [B, L] and mask [B, L] to the last hidden states [B, L, H] (float32); no token types.
 
   `packing` (`unpadding.layout`: an int capacity or a pack index) runs the per-token layers unpadded
-  (attention too, in `cpu_attention`'s kernel); hidden states at padding are then 0. `dropout`
+  (attention too, where `ops.packs_in_place`); hidden states at padding are then 0. `dropout`
   (training only): Hugging Face's sites, embedding_dropout after the embeddings' norm,
   attention_dropout on the attention probabilities and after the attention's output projection,
   mlp_dropout before the MLP's.

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import cpu_kernels
+from ... import ops
 
 GATHERED_FRACTIONS = (0.25, 0.5, 0.75)
 PACKED_FRACTIONS = (0.25, 0.5, 0.75, 0.8125, 0.875, 0.9375)
@@ -29,13 +29,13 @@ def capacity_fractions(positions: int) -> tuple[float, ...]:
 
   Where attention gathers the tokens to the padded layout and back, unpadding pays below 3/4 full
   (the per-token layers then save at least a quarter of their work). Where it takes the packed
-  tokens as they lie (`cpu_attention`, on one CPU device with retrax's kernels), only the
+  tokens as they lie (`ops.packs_in_place`: on one CPU device with retrax's kernels), only the
   embeddings and the output are gathered, and sixteenths up to 15/16 pay too, on blocks of at
   least 4096 positions, whose saving outweighs one more compilation (MiniLM training step,
   documents 93% full: 7.2 → 6.6 s; encoding 1,000 queries in buckets of ≤ 2048 positions, the
   extra compilations cost more than they saved).
   """
-  packed = positions >= PACKED_MIN_POSITIONS and cpu_kernels.enabled()
+  packed = positions >= PACKED_MIN_POSITIONS and ops.packs_in_place()
   return PACKED_FRACTIONS if packed else GATHERED_FRACTIONS
 
 

@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "cpu_kernels.h"
+#include "kernels.h"
 
 namespace {
 
@@ -61,7 +61,7 @@ void Tile(int K, const float* A, int64_t ar, int64_t ak, const float* B, int64_t
     Vec b[NV];
     for (int j = 0; j < NV; ++j) {
       b[j] = Load(B + k * bk + j * kWidth);
-#if defined(__x86_64__)
+#if defined(__AVX512F__)  // a 16-float vector is one zmm register only with AVX-512
       asm("" : "+v"(b[j]));  // keep b in a register: one load per vector, not one per row
 #endif
     }

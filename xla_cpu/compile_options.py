@@ -1,4 +1,4 @@
-"""jax.jit with retrax's XLA:CPU compile options: no YNNPACK fusions.
+"""retrax's XLA:CPU compile options: no YNNPACK fusions.
 
 XLA:CPU (jaxlib 0.10) hands dots and reductions, with the elementwise ops around them, to
 YNNPACK fusions by default. At BERT's shapes XLA's own dot (Eigen) was faster on a 2-core AVX-512
@@ -7,7 +7,7 @@ against 134 ms. The MiniLM training step (`benchmarks/train_step.py`, dropout of
 against 8.4 s, and encoding SciFact documents ran at 29.2 texts/s against 26.8. Keeping YNNPACK
 for reductions alone let them pull dots back in (encoding: 25.3 texts/s), so
 `xla_cpu_experimental_ynn_fusion_type` is empty. An XLA_FLAGS that sets it wins; a jaxlib without
-the option compiles as before. Other backends compile with their defaults.
+the option compiles as before. `retrax.ops.jit` passes them on XLA:CPU alone.
 """
 import functools
 import logging
@@ -22,8 +22,8 @@ CPU_OPTIONS = {YNN_FUSION_TYPE: ""}
 
 @functools.cache
 def options() -> dict | None:
-  """The compile options for the default backend (None: XLA's defaults)."""
-  if jax.default_backend() != "cpu" or YNN_FUSION_TYPE in os.environ.get("XLA_FLAGS", ""):
+  """The compile options for XLA:CPU (None: XLA's defaults)."""
+  if YNN_FUSION_TYPE in os.environ.get("XLA_FLAGS", ""):
     return None
   try:
     jax.jit(jnp.sin, compiler_options=CPU_OPTIONS).lower(jnp.zeros(())).compile()
@@ -32,7 +32,3 @@ def options() -> dict | None:
     return None
   return CPU_OPTIONS
 
-
-def jit(fun, **kwargs):
-  """jax.jit(fun, **kwargs) with `options()`."""
-  return jax.jit(fun, compiler_options=options(), **kwargs)

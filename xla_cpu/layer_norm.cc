@@ -7,7 +7,7 @@
 #include <cmath>
 #include <vector>
 
-#include "cpu_kernels.h"
+#include "kernels.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-"""nnx.LayerNorm on XLA:CPU in one pass forward and one backward: `cpu_layer_norm.cc` (`cpu_kernels`).
+"""nnx.LayerNorm on XLA:CPU in one pass forward and one backward: `layer_norm.cc` (`kernels`).
 
 XLA:CPU runs a layer norm's backward as several passes, its row and column sums split into
 partial reductions: MiniLM's [16384, 384] norm took 31 ms forward and backward, PyTorch's 8 ms.
@@ -10,15 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from . import cpu_kernels
+from . import kernels
 
 _FORWARD, _BACKWARD = "retrax_layer_norm_forward", "retrax_layer_norm_backward"
 
 
 def applies(norm: nnx.LayerNorm, x) -> bool:
-  """A float32 norm over the last axis, with scale and bias, and `cpu_kernels.applies(x)`."""
+  """A float32 norm over the last axis, with scale and bias, and `kernels.applies(x)`."""
   return (norm.use_scale and norm.use_bias and norm.reduction_axes in (-1, (-1,))
-          and norm.dtype in (None, jnp.float32) and cpu_kernels.applies(x))
+          and norm.dtype in (None, jnp.float32) and kernels.applies(x))
 
 
 def _forward(x, scale, bias, epsilon):
@@ -48,8 +48,6 @@ _layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
 
 
 def layer_norm(norm: nnx.LayerNorm, x):
-  """norm(x): through the kernel where it `applies`, else the module itself."""
-  if not applies(norm, x):
-    return norm(x)
+  """norm(x) through the kernel, where it `applies`."""
   rows = x.reshape(-1, x.shape[-1])
   return _layer_norm(rows, norm.scale[...], norm.bias[...], norm.epsilon).reshape(x.shape)

@@ -29,7 +29,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from .cpu_kernels import one_cpu_device
+from .kernels import one_cpu_device
 
 MIN_ROWS = 4096
 

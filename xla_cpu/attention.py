@@ -1,9 +1,9 @@
-"""Fused float32 attention on XLA:CPU: `cpu_attention.cc` (`cpu_kernels`), forward and backward.
+"""Fused float32 attention on XLA:CPU: `attention.cc` (`kernels`), forward and backward.
 
 XLA:CPU runs attention as separate batched dots, transposes and softmax passes; this kernel does
 one (batch, head) pair per task in cache, on the token rows the projections give, padded or
-packed (`unpadding.Unpadded`, so no gathers around it; the formulas are in the .cc file). Where
-it does not apply, `attention.py`'s XLA path runs.
+packed (`models/backbones/unpadding.py`, so no gathers around it; the formulas are in the .cc file). Where
+it does not apply, `retrax.ops` runs XLA's ops (`models/backbones/attention.py`).
 """
 import functools
 
@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import cpu_kernels
+from . import kernels
 
 _FORWARD, _BACKWARD = "retrax_attention_forward", "retrax_attention_backward"
 
@@ -19,7 +19,7 @@ _FORWARD, _BACKWARD = "retrax_attention_forward", "retrax_attention_backward"
 def applies(q, mask, dropped) -> bool:
   """float32 on one CPU device, a head dimension that is a multiple of 16, a padded-layout dropout
   mask (if any), and the kernel built."""
-  return mask.dtype == jnp.bool_ and (dropped is None or dropped.rows is None) and cpu_kernels.applies(q)
+  return mask.dtype == jnp.bool_ and (dropped is None or dropped.rows is None) and kernels.applies(q)
 
 
 def _attrs(q, threshold, keep_scale):

@@ -1,5 +1,5 @@
-// What retrax's XLA:CPU kernels share: 16-lane float vectors (GCC/clang vector extensions, one
-// AVX-512 register) and a parallel loop on XLA's intra-op thread pool.
+// What retrax's XLA:CPU kernels share: 16-lane float vectors (GCC/clang vector extensions: one
+// AVX-512 register, two AVX2 ones, four NEON ones) and a parallel loop on XLA's intra-op thread pool.
 #ifndef RETRAX_CPU_KERNELS_H_
 #define RETRAX_CPU_KERNELS_H_
 

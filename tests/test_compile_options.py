@@ -1,4 +1,4 @@
-"""compiler.jit: on XLA:CPU, nothing compiles into YNNPACK fusions; XLA_FLAGS and old jaxlibs keep XLA's defaults."""
+"""ops.jit: on XLA:CPU (`xla_cpu.compile_options`), nothing compiles into YNNPACK fusions; XLA_FLAGS and old jaxlibs keep XLA's defaults."""
 import logging
 import os
 import re
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import retrax
-from retrax import compiler
+from retrax import ops
+from retrax.xla_cpu import compile_options
 from retrax.models.wheel import minilm_path
 
 cpu = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the options are XLA:CPU's")
@@ -33,7 +34,7 @@ def test_dots_leave_ynnpack_and_give_the_same_numbers():
   rng = np.random.default_rng(0)
   args = (rng.standard_normal((512, 64), np.float32), rng.standard_normal((64, 96), np.float32),
           rng.standard_normal(96, np.float32))
-  ours, xla = compiler.jit(dense), jax.jit(dense)
+  ours, xla = ops.jit(dense), jax.jit(dense)
   text = ours.lower(*args).compile().as_text()
   assert " dot(" in text and ynn_dots(text) == 0
   np.testing.assert_allclose(ours(*args), xla(*args), rtol=1e-5, atol=1e-4)
@@ -49,7 +50,8 @@ def test_the_encoder_compiles_with_the_options():
 
 
 def options_in_subprocess(xla_flags: str) -> str:
-  program = "import jax; from retrax import compiler; print(jax.default_backend(), compiler.options())"
+  program = ("import jax; from retrax.xla_cpu import compile_options; "
+             "print(jax.default_backend(), compile_options.options())")
   environment = dict(os.environ, XLA_FLAGS=xla_flags, JAX_PLATFORMS="cpu")
   return subprocess.run([sys.executable, "-c", program], env=environment, capture_output=True, text=True,
                         check=True).stdout.strip()
@@ -57,18 +59,18 @@ def options_in_subprocess(xla_flags: str) -> str:
 
 def test_xla_flags_that_set_the_fusion_type_win():
   ours = options_in_subprocess("")
-  assert ours == f"cpu {compiler.CPU_OPTIONS}"
+  assert ours == f"cpu {compile_options.CPU_OPTIONS}"
   assert options_in_subprocess("--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT") == "cpu None"
 
 
 @cpu
 def test_a_jaxlib_without_the_option_compiles_with_its_defaults(monkeypatch, caplog):
-  monkeypatch.setattr(compiler, "CPU_OPTIONS", {"xla_cpu_no_such_option": "x"})
-  compiler.options.cache_clear()
+  monkeypatch.setattr(compile_options, "CPU_OPTIONS", {"xla_cpu_no_such_option": "x"})
+  compile_options.options.cache_clear()
   try:
     with caplog.at_level(logging.WARNING):
-      assert compiler.options() is None
-      assert float(compiler.jit(jnp.sin)(0.5)) == pytest.approx(np.sin(0.5))
+      assert compile_options.options() is None
+      assert float(ops.jit(jnp.sin)(0.5)) == pytest.approx(np.sin(0.5))
   finally:
-    compiler.options.cache_clear()
+    compile_options.options.cache_clear()
   assert "No such compile option" in caplog.text
