@@ -15,7 +15,10 @@ def atomic_path(path):
   """A temporary path beside `path` (mode 0666 less the umask) that is renamed onto it on success
   and removed on failure, so `path` is never half-written."""
   path = pathlib.Path(path)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+  try:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+  except OSError as error:
+    raise InputError(path, f"cannot write this file: {error.strerror} ({path.parent})") from None
   os.close(fd)
   umask = os.umask(0)
   os.umask(umask)
@@ -41,14 +44,18 @@ def write_atomic(path, text: str | bytes) -> None:
 def atomic_directory(path, *, replace: bool = True):
   """Yields a new folder `<path>.partial-<pid>` that becomes `path` when the block succeeds and is
   removed when it raises, so `path` never holds a half-written folder and no partial one is left.
+  A `path` that is a file, or a parent that cannot be written, is an InputError.
 
   replace=False keeps a `path` that appeared meanwhile (another process wrote it first) and
   drops the new folder.
   """
-  path = pathlib.Path(path)
+  path = check_folder(path)
   partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
   shutil.rmtree(partial, ignore_errors=True)
-  partial.mkdir(parents=True)
+  try:
+    partial.mkdir(parents=True)
+  except OSError as error:
+    raise InputError(path, f"cannot write this folder: {error.strerror} ({error.filename})") from None
   try:
     yield partial
   except BaseException:

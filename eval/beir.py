@@ -156,6 +156,10 @@ def read_qrels(path) -> dict[str, dict[str, int]]:
     _nonempty_id(doc_id, "document id", path, lineno)
     _check_new(seen, (qid, doc_id), f"judgment of {doc_id!r} for query {qid!r}", path, lineno)
     qrels.setdefault(qid, {})[doc_id] = grade
+  grades = [grade for judged in qrels.values() for grade in judged.values()]
+  if grades and max(grades) <= 0:
+    logging.warning("%s: all %d judgments are graded 0 or below (not relevant), so every metric will be 0",
+                    path, len(grades))
   return qrels
 
 

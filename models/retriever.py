@@ -51,6 +51,14 @@ def max_positions(backbone_config) -> int:
   return backbone_config.max_position_embeddings - offset
 
 
+def check_vocabulary(tokenizer: tokenizers.Tokenizer, rows: int, source) -> None:
+  """An InputError when the tokenizer can produce ids that the embedding table has no row for."""
+  size = tokenizer.get_vocab_size(with_added_tokens=True)
+  if size > rows:
+    raise InputError(source, f"the tokenizer has {size} token ids, but the model's embedding table has {rows} "
+                             "rows: a tokenizer from another model, or added tokens without resized embeddings?")
+
+
 class Retriever:
   unpad = True
 
@@ -59,6 +67,7 @@ class Retriever:
     self.source = str(source)
     self.kind = type(module)
     self.backbone_config = module.backbone.config
+    check_vocabulary(tokenizer, self.backbone_config.vocab_size, self.source)
     self.text = module.attach(tokenizer, self.max_positions, self.source)
     self.settings = module.settings
     self.tokenizer_files = {**(tokenizer_files or {}), "tokenizer.json": tokenizer.to_str().encode()}

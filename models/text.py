@@ -7,6 +7,7 @@ row to max_length (training: the loop trims each global batch to a length bucket
 length bucket that holds it (encoding: a jitted encoder compiles once per bucket, never per
 batch).
 """
+import collections.abc
 import dataclasses
 
 import numpy as np
@@ -22,13 +23,19 @@ def default_buckets(max_length: int) -> tuple[int, ...]:
 
 
 def check_texts(texts) -> list[str]:
-  """`texts` as a list, every item a string; anything else is an InputError naming the position."""
-  if isinstance(texts, (str, bytes)) or not hasattr(texts, "__iter__"):
-    raise InputError("texts", f"expected a list of strings, got {type(texts).__name__}")
+  """`texts` (a list, tuple or other sequence, or a numpy array) as a list of strings that UTF-8
+  can encode; anything else is an InputError naming the type, or the position and the cause."""
+  if isinstance(texts, (str, bytes)) or not isinstance(texts, (collections.abc.Sequence, np.ndarray)):
+    raise InputError("texts", f"expected a list (or another sequence) of strings, got {type(texts).__name__}")
   texts = list(texts)
   for i, text in enumerate(texts):
     if not isinstance(text, str):
       raise InputError(f"texts[{i}]", f"expected a string, got {type(text).__name__}")
+    try:
+      text.encode("utf-8")
+    except UnicodeEncodeError as error:
+      raise InputError(f"texts[{i}]", f"character {error.start} is {text[error.start]!r}, a lone surrogate "
+                                      "that UTF-8 cannot encode (text decoded with errors='surrogateescape'?)") from None
   return texts
 
 

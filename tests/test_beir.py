@@ -79,6 +79,18 @@ def test_jsonl_qrels_limit_and_split_forms(tmp_path):
   assert beir.splits(tmp_path / "a") == ["test"] and beir.splits(tmp_path / "b") == ["dev", "test"]
 
 
+def test_qrels_without_a_relevant_judgment_say_why_every_metric_is_zero(tmp_path, caplog):
+  folder = _small(tmp_path, **{"qrels/test.tsv": HEADER + "q1\td1\t0\nq2\td2\t0\n"})
+  with caplog.at_level(logging.WARNING):
+    beir.load_collection(folder)
+  assert (f"{folder / 'qrels' / 'test.tsv'}: all 2 judgments are graded 0 or below (not relevant), "
+          "so every metric will be 0") in caplog.text
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    beir.load_collection(_small(tmp_path / "b", **{"qrels/test.tsv": HEADER + "q1\td1\t1\nq2\td2\t0\n"}))
+  assert "not relevant" not in caplog.text
+
+
 def test_unknown_documents_are_kept_and_unknown_queries_dropped_counted_and_logged(tmp_path, caplog):
   """Judgments of documents missing from the corpus stay (pytrec_eval counts them, as BEIR passes
   its qrels whole); judgments of queries missing from the queries file cannot be evaluated."""

@@ -39,12 +39,22 @@ def test_a_bare_string_is_one_text(model):
     (["fine", 3, "fine"], "texts[1]", "expected a string, got int"),
     (["fine", None], "texts[1]", "expected a string, got NoneType"),
     ([b"bytes"], "texts[0]", "expected a string, got bytes"),
-    (b"bytes", "texts", "expected a list of strings, got bytes"),
-    (7, "texts", "expected a list of strings, got int"),
+    (b"bytes", "texts", "expected a list (or another sequence) of strings, got bytes"),
+    (7, "texts", "expected a list (or another sequence) of strings, got int"),
+    ({"a": 1}, "texts", "expected a list (or another sequence) of strings, got dict"),
+    ({"a", "b"}, "texts", "expected a list (or another sequence) of strings, got set"),
+    (["fine", "bad \udc80 byte"], "texts[1]", "character 4 is '\\udc80', a lone surrogate that UTF-8 cannot "
+                                             "encode (text decoded with errors='surrogateescape'?)"),
 ])
 def test_an_item_that_is_not_a_string_is_named(model, texts, where, expected):
-  with pytest.raises(InputError, match=f"^{re.escape(where)}: {expected}$"):
+  with pytest.raises(InputError, match=f"^{re.escape(where)}: {re.escape(expected)}$"):
     model.encode(texts)
+
+
+def test_tuples_and_arrays_of_strings_are_texts(model):
+  expected = model.encode(TEXTS[:3])
+  np.testing.assert_array_equal(model.encode(tuple(TEXTS[:3])), expected)
+  np.testing.assert_array_equal(model.encode_documents(np.array(TEXTS[:3])), expected)
 
 
 @pytest.mark.parametrize("batch_size", [0, -1, 2.5, True, "8"])

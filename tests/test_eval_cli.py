@@ -104,3 +104,20 @@ def test_a_truncated_model_file_is_one_line_and_leaves_no_workdir(tmp_path):
   errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
   assert len(errors) == 1 and errors[0].startswith(f"error: {weights}: not a readable safetensors file"), done.stderr
   assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_config_file_is_one_line_with_or_without_overrides(tmp_path):
+  for overrides in ((), ("--config.batch_size=8",)):
+    cmd = [sys.executable, "-m", "retrax.eval", "--config", str(tmp_path / "missing.py"), "--workdir",
+           str(tmp_path / "out"), *overrides]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "missing.py" in errors[0], done.stderr
+
+
+def test_an_eval_workdir_the_system_refuses_is_one_line(tmp_path):
+  done = run_eval("/sys/retrax-unwritable/out")
+  assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+  errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and "/sys/retrax-unwritable" in errors[0], done.stderr

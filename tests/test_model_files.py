@@ -61,6 +61,12 @@ def _break_hf(folder, how):
       if path.name != "config.json":
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     return folder, "the weights are missing: expected model.safetensors"
+  if how == "an int32 weight":
+    from safetensors.numpy import load_file, save_file
+    tensors = load_file(folder / "model.safetensors")
+    tensors["embeddings.word_embeddings.weight"] = tensors["embeddings.word_embeddings.weight"].astype(np.int32)
+    save_file(tensors, folder / "model.safetensors")
+    return folder / "model.safetensors", "weight embeddings.word_embeddings.weight is stored as int32; expected a floating"
   if how == "config.json is not JSON":
     (folder / "config.json").write_text('{"model_type": "bert",')
     return folder / "config.json", "invalid JSON"
@@ -69,7 +75,7 @@ def _break_hf(folder, how):
 
 @pytest.mark.parametrize("how", ["truncated safetensors", "corrupt tokenizer.json", "modules.json names a missing folder",
                                  "modules.json has a module retrax cannot run", "only config.json",
-                                 "config.json is not JSON"])
+                                 "config.json is not JSON", "an int32 weight"])
 def test_a_broken_hugging_face_folder_is_one_error_naming_the_file(saved, tmp_path, how):
   where, expected = _break_hf(_copy(saved, "hf", tmp_path), how)
   with pytest.raises(InputError, match=f"^{re.escape(str(where))}(:\\d+)?: {re.escape(expected)}"):
@@ -125,3 +131,29 @@ def test_an_unknown_kind_or_format_in_the_manifest_is_named(saved, tmp_path, man
 def test_an_unknown_kind_for_a_hugging_face_folder_is_named(saved):
   with pytest.raises(InputError, match=r"^kind: kind 'nope' is not one of \['colbert', 'dense'\]$"):
     retrax.load(saved[0] / "hf", kind="nope")
+
+
+def test_saving_onto_a_file_or_under_one_is_an_error_that_names_it(saved, tmp_path):
+  model = retrax.load(saved[0] / "hf")
+  file = tmp_path / "model.bin"
+  file.write_text("not a folder")
+  with pytest.raises(InputError, match=f"^{re.escape(str(file))}: expected a folder .* found a file$"):
+    model.save_pretrained(file)
+  with pytest.raises(InputError, match=f"^{re.escape(str(file / 'hf'))}: cannot write this folder: Not a directory"):
+    model.save_pretrained(file / "hf")
+  assert file.read_text() == "not a folder" and sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
+
+
+def test_a_tokenizer_larger_than_the_embedding_table_is_named(saved, tmp_path):
+  folder = _copy(saved, "hf", tmp_path)
+  config = json.loads((folder / "config.json").read_text())
+  rows = config["vocab_size"] - 3
+  config["vocab_size"] = rows
+  (folder / "config.json").write_text(json.dumps(config))
+  from safetensors.numpy import load_file, save_file
+  tensors = load_file(folder / "model.safetensors")
+  tensors["embeddings.word_embeddings.weight"] = tensors["embeddings.word_embeddings.weight"][:rows]
+  save_file(tensors, folder / "model.safetensors")
+  with pytest.raises(InputError, match=f"^{re.escape(str(folder))}: the tokenizer has {rows + 3} token ids, but "
+                                       f"the model's embedding table has {rows} rows"):
+    retrax.load(folder)

@@ -9,6 +9,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -211,3 +212,34 @@ def test_kill_9_during_a_checkpoint_write_resumes_exactly(reference, tmp_path):
   assert sorted(resumed) == list(range(1, 31))
   for step in range(resumed_from + 1, 31):  # the steps the restart trained
     assert abs(resumed[step] - straight[step]) <= 1e-6 * abs(straight[step]), step
+
+
+def test_ctrl_c_stops_in_one_line_with_status_130_and_the_workdir_resumes_exactly(reference, tmp_path):
+  """SIGINT (Ctrl-C) mid-run: `error: interrupted`, exit status 130, no traceback; the restart continues
+  from the last complete step with the losses of the uninterrupted run."""
+  workdir = tmp_path / "w"
+  proc = subprocess.Popen(command(workdir, reference / "data", *LONG), cwd=REPO, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  metrics, deadline = workdir / "metrics.jsonl", time.time() + 300
+  while proc.poll() is None and time.time() < deadline and not (
+      metrics.exists() and len(metrics.read_text().splitlines()) >= 12):
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGINT)
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 130, stderr
+  assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+  assert [line for line in stderr.splitlines() if line.startswith("error:")] == ["error: interrupted"]
+
+  done = train(workdir, reference / "data", *LONG)
+  assert done.returncode == 0, done.stderr
+  straight, resumed = losses(reference / "straight"), losses(workdir)
+  assert sorted(resumed) == list(range(1, 31))
+  for step in range(11, 31):
+    assert abs(resumed[step] - straight[step]) <= 1e-6 * abs(straight[step]), step
+
+
+def test_a_workdir_the_system_refuses_is_one_line(reference):
+  """/sys refuses new folders (EPERM), as a read-only disk refuses them (EROFS), even to root."""
+  workdir = "/sys/retrax-unwritable/w"
+  error = one_error(train(workdir, reference / "data"))
+  assert "/sys/retrax-unwritable" in error and "not permitted" in error, error

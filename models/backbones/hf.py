@@ -79,9 +79,21 @@ def _read_safetensors(path) -> dict[str, np.ndarray]:
   from safetensors import SafetensorError, safe_open
   try:
     with safe_open(path, framework="flax") as reader:  # flax: bfloat16 tensors too
-      return {key: np.asarray(reader.get_tensor(key), dtype=np.float32) for key in reader.keys()}
+      tensors = {key: reader.get_tensor(key) for key in reader.keys()}
   except (SafetensorError, OSError, ValueError) as e:
     raise InputError(path, f"not a readable safetensors file, truncated or corrupt? ({e})") from None
+  return {key: _as_weight(key, value, path) for key, value in tensors.items()}
+
+
+def _as_weight(key: str, value, path) -> np.ndarray:
+  """A floating-point tensor as float32; an integer buffer (position_ids) as it is; any other
+  dtype is an InputError, as no weight can hold it."""
+  if jnp.issubdtype(value.dtype, jnp.floating):
+    return np.asarray(value, dtype=np.float32)
+  if UNUSED.match(key):
+    return np.asarray(value)
+  raise InputError(path, f"weight {key} is stored as {value.dtype}; expected a floating-point dtype "
+                         "(float32, float16 or bfloat16)")
 
 
 def _read_torch_bin(path):
@@ -93,7 +105,7 @@ def _read_torch_bin(path):
     state = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:  # torch raises many kinds (RuntimeError, UnpicklingError, EOFError, …) for a bad file
     raise InputError(path, f"not a readable PyTorch checkpoint, truncated or corrupt? ({e})") from None
-  return {k: v.float().numpy() for k, v in state.items()}
+  return {k: _as_weight(k, (v.float() if v.is_floating_point() else v).numpy(), path) for k, v in state.items()}
 
 
 # TensorFlow-era names that transformers still reads (and writes back) for LayerNorm parameters.
