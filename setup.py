@@ -25,10 +25,10 @@ setup(
     install_requires=[
         "jax", "flax>=0.12", "optax", "orbax-checkpoint", "grain", "tensorflow-datasets",
         "transformers", "tokenizers", "safetensors", "numpy", "scann", "ml-collections",
-        "tqdm", "absl-py", "tensorboard",
+        "tqdm", "absl-py", "tensorboard", "etils[epath]", "gcsfs",
     ],
     extras_require={
         "test": ["torch==2.13.0", "sentence-transformers", "pytrec-eval-terrier", "pytest",
-                 "faiss-cpu", "voyager"],
+                 "faiss-cpu", "voyager", "gcp-storage-emulator"],
     },
 )

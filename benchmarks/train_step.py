@@ -270,7 +270,9 @@ class Side:
       if line.startswith("{"):
         return json.loads(line)
     self.stderr.seek(0)
-    sys.exit(f"{self.name} failed:\n{self.stderr.read()[-3000:]}")
+    status = self.process.wait()
+    killed = f" (killed by signal {-status}{', out of memory?' if status == -9 else ''})" if status < 0 else ""
+    sys.exit(f"{self.name} failed, exit status {status}{killed}:\n{self.stderr.read()[-3000:]}")
 
   def close(self):
     self.process.stdin.close()

@@ -19,8 +19,6 @@ def get_config(arg=None):
                         intermediate_size=64, max_position_embeddings=64, type_vocab_size=2,
                         hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)  # BERT's: dropout on
   c.model.vocab_size = 500
-  c.model.pooling = "mean"
-  c.model.normalize = True
   c.data.generated.num_people = 300
   c.data.generated.num_attributes = 600
   c.data.num_negatives = 1
@@ -34,4 +32,7 @@ def get_config(arg=None):
     c.model.document_length = c.data.doc_max_len
     c.eval.index.kind = "exact"
     c.loss.temperature = 1.0                      # PyLate's contrastive default: MaxSim sums Lq similarities
+  else:
+    c.model.pooling = "mean"
+    c.model.normalize = True
   return c

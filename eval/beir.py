@@ -17,10 +17,12 @@ import dataclasses
 import gzip
 import json
 import logging
-import pathlib
 import zlib
 
+from etils import epath
+
 from ..errors import InputError
+from ..files import as_path
 
 CORPUS_NAMES = ("corpus.jsonl", "corpus.jsonl.gz")
 QUERY_NAMES = ("queries.jsonl", "queries.jsonl.gz")
@@ -45,10 +47,9 @@ def document_text(doc: dict) -> str:
 def numbered_lines(path):
   """Yields (line number from 1, text) of a UTF-8 file, gunzipped when the name ends in .gz; skips
   blank lines and drops a byte-order mark."""
-  path = pathlib.Path(path)
-  opener = gzip.open if path.suffix == ".gz" else open
+  path = as_path(path)
   try:
-    with opener(path, "rb") as f:
+    with path.open("rb") as raw_file, (gzip.open(raw_file) if path.suffix == ".gz" else raw_file) as f:
       for lineno, raw in enumerate(f, 1):
         try:
           line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
@@ -148,7 +149,7 @@ def _jsonl_judgments(path):
 
 def read_qrels(path) -> dict[str, dict[str, int]]:
   """{query id: {doc id: grade}} from a BEIR .tsv or a .jsonl qrels file; a repeated pair is an error."""
-  path = pathlib.Path(path)
+  path = as_path(path)
   judgments = _jsonl_judgments(path) if ".jsonl" in path.suffixes else _tsv_judgments(path)
   qrels, seen = {}, {}
   for lineno, qid, doc_id, grade in judgments:
@@ -163,7 +164,7 @@ def read_qrels(path) -> dict[str, dict[str, int]]:
   return qrels
 
 
-def _find(folder: pathlib.Path, names) -> pathlib.Path:
+def _find(folder: epath.Path, names) -> epath.Path:
   for name in names:
     if (folder / name).is_file():
       return folder / name
@@ -177,14 +178,14 @@ def _qrels_names(split: str) -> tuple[str, ...]:
 
 def splits(folder) -> list[str]:
   """The splits that have judgments in `folder`, sorted."""
-  folder = pathlib.Path(folder)
+  folder = as_path(folder)
   found = {p.stem for p in folder.glob("qrels/*") if p.suffix in (".tsv", ".jsonl")}
   return sorted(found | ({"test"} if (folder / "qrels.jsonl").is_file() else set()))
 
 
 def load_corpus(folder) -> dict[str, dict]:
   """The corpus of a BEIR-format folder (see read_corpus)."""
-  return read_corpus(_find(pathlib.Path(folder), CORPUS_NAMES))
+  return read_corpus(_find(as_path(folder), CORPUS_NAMES))
 
 
 def _known_queries(qrels, queries, corpus, path):
@@ -208,7 +209,7 @@ def _nonempty(table: dict, path, what: str) -> dict:
 
 def load_collection(folder, split="test") -> Collection:
   """The corpus, the queries judged in `split` (file order, as BEIR's loader keeps) and their qrels."""
-  folder = pathlib.Path(folder)
+  folder = as_path(folder)
   if not folder.is_dir():
     raise InputError(folder, "expected a folder with corpus.jsonl, queries.jsonl and qrels")
   corpus_path, queries_path = _find(folder, CORPUS_NAMES), _find(folder, QUERY_NAMES)

@@ -9,17 +9,17 @@ workdir it created; results.json and run.trec appear whole or not at all.
 """
 import json
 import logging
-import pathlib
-import shutil
 
+from etils import epath
 import jax.numpy as jnp
 
 from .. import checks
 from ..errors import InputError
-from ..files import check_folder, write_atomic
+from ..files import as_path, check_folder, remove_tree, write_atomic
 from ..index import scann_index
 from ..models.load import DTYPES, load
 from ..models.wheel import minilm_path
+from ..workdirs import EvalWorkdir
 from . import beir, metrics, synthetic, trec
 
 INDEX_KINDS = ("scann", "exact")
@@ -46,10 +46,10 @@ def check_config(config, prefix: str = "config") -> None:
       checks.integer(config.index[key], f"{prefix}.index.{key}", low=1)
 
 
-def _data_folder(config, workdir: pathlib.Path) -> pathlib.Path:
+def _data_folder(config, workdir: EvalWorkdir) -> epath.Path:
   if config.data:
-    return pathlib.Path(config.data)
-  folder = workdir / "limit-synthetic"
+    return as_path(config.data)
+  folder = workdir.generated_data
   if not folder.is_dir():
     synthetic.write_limit_style(folder)
   return folder
@@ -66,18 +66,18 @@ def evaluate(config, workdir) -> dict[str, float]:
 def evaluate_retriever(retriever, config, workdir) -> dict[str, float]:
   """Encodes, indexes, searches and scores config.data's split; writes workdir/results.json and run.trec."""
   check_config(config)
-  workdir = check_folder(workdir)
-  created = not workdir.exists()
-  workdir.mkdir(parents=True, exist_ok=True)
+  workdir = EvalWorkdir(check_folder(workdir))
+  created = not workdir.root.exists()
+  workdir.root.mkdir(parents=True, exist_ok=True)
   try:
     return _evaluate(retriever, config, workdir)
   except BaseException:
     if created:
-      shutil.rmtree(workdir, ignore_errors=True)
+      remove_tree(workdir.root)
     raise
 
 
-def _evaluate(retriever, config, workdir: pathlib.Path) -> dict[str, float]:
+def _evaluate(retriever, config, workdir: EvalWorkdir) -> dict[str, float]:
   collection = beir.load_collection(_data_folder(config, workdir), split=config.split)
   doc_ids = list(collection.corpus)
   qids = list(collection.queries)
@@ -91,6 +91,6 @@ def _evaluate(retriever, config, workdir: pathlib.Path) -> dict[str, float]:
   run = {q: {doc_ids[i]: float(s) for i, s in zip(row, srow) if i >= 0}  # −1: a slot ScaNN could not fill
          for q, row, srow in zip(qids, indices, scores)}
   results = metrics.compute(collection.qrels, run, config.measures)
-  trec.write_run(workdir / "run.trec", run, tag="retrax")
-  write_atomic(workdir / "results.json", json.dumps(results, indent=2))
+  trec.write_run(workdir.run, run, tag="retrax")
+  write_atomic(workdir.results, json.dumps(results, indent=2))
   return results

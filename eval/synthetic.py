@@ -7,10 +7,9 @@ person likes about 43 attributes, as in LIMIT-small. Attributes are modifier-nou
 """
 import itertools
 import json
-import pathlib
 import random
 
-from ..files import atomic_directory
+from ..files import as_path, atomic_directory
 
 FIRST_NAMES = (
     "Abel", "Bianca", "Cyrus", "Delphine", "Emeric", "Fiona", "Gideon", "Hollis", "Imogen", "Jasper",
@@ -92,7 +91,7 @@ def write_limit_style(folder, num_people: int = 46, num_attributes: int = 1000, 
   processes writing the same collection the first one's is kept.
   """
   _check(num_people, num_attributes)
-  folder = pathlib.Path(folder)
+  folder = as_path(folder)
   if folder.exists():
     raise FileExistsError(f"{folder} exists")
   rng = random.Random(seed)

@@ -9,12 +9,12 @@ text comes back as UTF-8 bytes, score as int32. Building and reading need no ten
 Configs for BEIR's public collections download from UKP's server; `prepare` builds from a local folder.
 """
 import dataclasses
-import pathlib
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from ..files import as_path
 from . import beir
 
 URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{}.zip"
@@ -87,11 +87,11 @@ class BeirCollection(tfds.core.GeneratorBasedBuilder):
       return {"corpus": self._generate_examples(folder, None)}
     return {split: self._generate_examples(folder, split) for split in beir.splits(folder)}
 
-  def _folder(self, dl_manager) -> pathlib.Path:
+  def _folder(self, dl_manager) -> epath.Path:
     cfg = self.builder_config
     if cfg.folder is not None:
-      return pathlib.Path(cfg.folder)
-    return pathlib.Path(dl_manager.download_and_extract(URL.format(cfg.collection))) / cfg.collection
+      return as_path(cfg.folder)
+    return as_path(dl_manager.download_and_extract(URL.format(cfg.collection))) / cfg.collection
 
   def _generate_examples(self, folder, split):
     """Yields (index, record) in file order."""

@@ -9,13 +9,13 @@ settings), which `load` checks against what the caller expects.
 """
 import json
 import math
-import pathlib
 
 import numpy as np
+from etils import epath
 from scann.scann_ops.py import scann_ops_pybind
 
 from ..errors import InputError
-from ..files import atomic_directory, read_json
+from ..files import as_path, atomic_directory, local_copy, read_json
 from .exact import check_finite
 
 MODES = ("brute_force", "ah", "tree_ah")
@@ -144,16 +144,17 @@ class ScannIndex:
   @classmethod
   def load(cls, directory, *, dimension: int | None = None, fingerprint: str | None = None) -> "ScannIndex":
     """The index saved in `directory`; a dimension or fingerprint other than the given one is an InputError."""
-    directory = pathlib.Path(directory)
+    directory = as_path(directory)
     meta = read_metadata(directory)
     for key, expected in (("dimension", dimension), ("fingerprint", fingerprint)):
       if expected is not None and meta[key] != expected:
         raise InputError(directory / METADATA, f"{key}: expected {expected!r}, found {meta[key]!r}")
-    searcher = scann_ops_pybind.load_searcher(str(directory), assets_backcompat_shim=False)
+    with local_copy(directory) as local:
+      searcher = scann_ops_pybind.load_searcher(str(local), assets_backcompat_shim=False)
     return cls(searcher, meta["doc_ids"], meta["dimension"], meta["fingerprint"], meta["config"])
 
 
-def read_metadata(directory: pathlib.Path) -> dict:
+def read_metadata(directory: epath.Path) -> dict:
   """metadata.json of an index folder, checked for its keys and for ScaNN's assets beside it."""
   path = directory / METADATA
   if not path.is_file():

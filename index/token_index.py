@@ -14,7 +14,6 @@ folder: ScaNN's searcher, the token vectors and document lengths (.npy), and met
 checks against what the caller expects.
 """
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +21,7 @@ import numpy as np
 from scann.scann_ops.py import scann_ops_pybind
 
 from ..errors import InputError
-from ..files import atomic_directory, read_json
+from ..files import as_path, atomic_directory, local_copy, read_json
 from . import scann_index
 from .multivector import maxsim, pad
 
@@ -111,7 +110,7 @@ class TokenIndex:
   @classmethod
   def load(cls, directory, *, dimension: int | None = None, fingerprint: str | None = None) -> "TokenIndex":
     """The index saved in `directory`; a dimension or fingerprint other than the given one is an InputError."""
-    directory = pathlib.Path(directory)
+    directory = as_path(directory)
     path = directory / METADATA
     if not path.is_file():
       raise InputError(path, f"not a token index: expected {METADATA} (written by TokenIndex.save), found no such file")
@@ -126,11 +125,12 @@ class TokenIndex:
     for name in ("vectors.npy", "lengths.npy", scann_index.ASSETS):
       if not (directory / name).is_file():
         raise InputError(directory / name, "not a token index: no such file")
-    vectors, lengths = np.load(directory / "vectors.npy"), np.load(directory / "lengths.npy")
+    with local_copy(directory) as local:
+      vectors, lengths = np.load(local / "vectors.npy"), np.load(local / "lengths.npy")
+      searcher = scann_ops_pybind.load_searcher(str(local), assets_backcompat_shim=False)
     if vectors.shape != (meta["num_tokens"], meta["dimension"]) or lengths.sum() != meta["num_tokens"]:
       raise InputError(directory / "vectors.npy", f"shape {vectors.shape}: expected ({meta['num_tokens']}, "
                                                   f"{meta['dimension']}) as metadata.json says")
-    searcher = scann_ops_pybind.load_searcher(str(directory), assets_backcompat_shim=False)
     documents = pad(np.split(vectors, np.cumsum(lengths)[:-1]), len(lengths), "documents")
     return cls(searcher, vectors, lengths, documents, meta["doc_ids"], k_token=meta["k_token"],
                fingerprint=meta["fingerprint"], config=meta["config"])

@@ -1,10 +1,5 @@
-"""A retrax retriever checkpoint: one folder that `retrax.load` restores.
-
-  <dir>/retriever.json   kind (models/kinds), format, backbone config (config.json form), the kind's settings
-  <dir>/tokenizer/       the tokenizer files
-  <dir>/params/          the retriever module's parameters (backbone and heads) as an orbax pytree,
-  <dir>/checkpoints/<step>/params   or, in a training workdir, one per saved step; the newest
-                         readable one is loaded
+"""A retrax retriever checkpoint: one folder that `retrax.load` restores (laid out in workdirs.py).
+In a training workdir, the newest readable step is loaded.
 
 Format 1 (before kinds) held dense retrievers whose params were the backbone's alone; they load
 as before.
@@ -16,42 +11,42 @@ with a warning naming it, and the next older step is loaded.
 import dataclasses
 import json
 import logging
-import pathlib
 import sys
 
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
 from ..errors import InputError
 from ..files import atomic_directory, read_json, write_atomic
+from ..workdirs import Checkpoint
 from . import kinds
 from .backbones import hf
 from .retriever import Retriever, read_tokenizer
 
-MANIFEST = "retriever.json"
 FORMAT = 2
 
 
 def is_checkpoint(path) -> bool:
-  return (pathlib.Path(path) / MANIFEST).is_file()
+  return Checkpoint(path).manifest.is_file()
 
 
 def write_manifest(retriever: Retriever, directory) -> None:
   """tokenizer/ and retriever.json, each file written atomically, retriever.json last."""
-  directory = pathlib.Path(directory)
-  (directory / "tokenizer").mkdir(parents=True, exist_ok=True)
+  folder = Checkpoint(directory)
+  folder.tokenizer.mkdir(parents=True, exist_ok=True)
   for name, data in retriever.tokenizer_files.items():
-    write_atomic(directory / "tokenizer" / name, data)
+    write_atomic(folder.tokenizer / name, data)
   manifest = {"kind": retriever.kind.name, "format": FORMAT, "backbone": retriever.backbone_config.to_hf(),
               "settings": dataclasses.asdict(retriever.settings)}
-  write_atomic(directory / MANIFEST, json.dumps(manifest, indent=2))
+  write_atomic(folder.manifest, json.dumps(manifest, indent=2))
 
 
 def save(retriever: Retriever, directory) -> None:
-  with atomic_directory(pathlib.Path(directory).absolute()) as partial:
+  with atomic_directory(directory) as partial:
     with ocp.StandardCheckpointer() as ckptr:
-      ckptr.save(partial / "params", nnx.to_pure_dict(nnx.state(retriever.module, nnx.Param)))
+      ckptr.save(Checkpoint(partial).params, nnx.to_pure_dict(nnx.state(retriever.module, nnx.Param)))
     write_manifest(retriever, partial)
 
 
@@ -113,12 +108,12 @@ def restore_newest(steps, restore, where, warn: bool = True) -> tuple[int, objec
   raise InputError(where, f"no readable checkpoint ({detail})")
 
 
-def saved_steps(checkpoints: pathlib.Path) -> list[int]:
+def saved_steps(checkpoints: epath.Path) -> list[int]:
   """The step folders under `checkpoints` (names that are integers; orbax's temporary ones are not)."""
   return sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) if checkpoints.is_dir() else []
 
 
-def read_manifest(path: pathlib.Path) -> dict:
+def read_manifest(path: epath.Path) -> dict:
   """retriever.json, checked: a known kind and format, backbone and settings objects."""
   manifest = read_json(path)
   kinds.get(manifest.get("kind"), path)
@@ -132,38 +127,38 @@ def read_manifest(path: pathlib.Path) -> dict:
 
 def load(directory, *, kind: str | None = None, dtype="float32", **overrides) -> Retriever:
   """The retriever a checkpoint folder or training workdir holds; `kind`, if given, must be its kind."""
-  directory = pathlib.Path(directory).absolute()
-  manifest = read_manifest(directory / MANIFEST)
+  folder = Checkpoint(directory)
+  manifest = read_manifest(folder.manifest)
   if kind not in (None, manifest["kind"]):
-    raise InputError(directory / MANIFEST, f"holds a {manifest['kind']!r} retriever, not {kind!r}")
-  kind_cls = kinds.get(manifest["kind"], directory / MANIFEST)
-  config_cls, model_cls, _, _ = hf.architecture(manifest["backbone"], directory / MANIFEST)
+    raise InputError(folder.manifest, f"holds a {manifest['kind']!r} retriever, not {kind!r}")
+  kind_cls = kinds.get(manifest["kind"], folder.manifest)
+  config_cls, model_cls, _, _ = hf.architecture(manifest["backbone"], folder.manifest)
+  kinds.settings_of(kind_cls, overrides)
   try:
     config = config_cls.from_hf(manifest["backbone"])
     settings = dataclasses.replace(kind_cls.Settings(**manifest["settings"]), **overrides)
   except (KeyError, TypeError, ValueError) as e:
-    raise InputError(directory / MANIFEST, f"unsupported or incomplete manifest: {e}") from None
+    raise InputError(folder.manifest, f"unsupported or incomplete manifest: {e}") from None
   module = kind_cls(model_cls(config, dtype=dtype, rngs=nnx.Rngs(0)), settings)
   state = nnx.state(module, nnx.Param)
   saved = state["backbone"] if manifest.get("format", 1) == 1 else state  # format 1: the backbone's alone
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(saved))
   with ocp.StandardCheckpointer() as ckptr:
-    if (directory / "params").is_dir():
-      _quiet_echoes_of(directory / "params")
+    if folder.params.is_dir():
+      _quiet_echoes_of(folder.params)
       try:
-        restored = ckptr.restore(directory / "params", target)
+        restored = ckptr.restore(folder.params, target)
       except Exception as e:  # as in restore_newest
-        raise InputError(directory / "params", f"cannot be read ({_reason(e)})") from None
+        raise InputError(folder.params, f"cannot be read ({_reason(e)})") from None
     else:
-      checkpoints = directory / "checkpoints"
-      _, restored, _ = restore_newest(saved_steps(checkpoints),
-                                      lambda step: ckptr.restore(checkpoints / str(step) / "params", target),
-                                      checkpoints)
+      _, restored, _ = restore_newest(saved_steps(folder.checkpoints),
+                                      lambda step: ckptr.restore(folder.step_params(step), target),
+                                      folder.checkpoints)
   nnx.replace_by_pure_dict(saved, restored)
   nnx.update(module, state)
-  tokenizer_dir = directory / "tokenizer"
+  tokenizer_dir = folder.tokenizer
   if not (tokenizer_dir / "tokenizer.json").is_file():
     raise InputError(tokenizer_dir, "expected tokenizer.json, written beside retriever.json")
   files = {p.name: p.read_bytes() for p in tokenizer_dir.iterdir() if p.is_file()}
   return Retriever(module, read_tokenizer(tokenizer_dir / "tokenizer.json"), tokenizer_files=files,
-                   source=directory)
+                   source=folder.root)

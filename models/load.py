@@ -1,12 +1,13 @@
 """retrax.load(path): a Hugging Face model folder, or a retrax checkpoint, to a retriever; `random`
 for a randomly initialised one."""
-import pathlib
 
 import jax.numpy as jnp
 from flax import nnx
 
 from .. import checks
 from ..errors import InputError
+from ..files import as_path
+from ..workdirs import MANIFEST
 from . import checkpoint, kinds
 from .backbones import hf
 from .retriever import Retriever, read_tokenizer, tokenizer_files
@@ -27,19 +28,20 @@ def load(path, *, kind: str | None = None, dtype=jnp.float32, **overrides) -> Re
   float16). Other keywords override the kind's settings (dense: pooling, normalize, max_length,
   prompts)."""
   checks.choice(_dtype_name(dtype), "dtype", DTYPES)
-  path = pathlib.Path(path)
+  path = as_path(path)
   if checkpoint.is_checkpoint(path):
     return checkpoint.load(path, kind=kind, dtype=dtype, **overrides)
   if (path / "config.json").is_file():
     return from_pretrained(path, kinds.get(kind, "kind") if kind else kinds.for_folder(path), dtype=dtype,
                            **overrides)
   raise InputError(path, "expected a Hugging Face model folder (config.json + weights) or a retrax checkpoint "
-                   f"({checkpoint.MANIFEST})")
+                   f"({MANIFEST})")
 
 
 def from_pretrained(folder, kind: type, *, dtype=jnp.float32, **overrides) -> Retriever:
   """A Hugging Face (sentence-transformers, …) folder read as `kind`."""
-  folder = pathlib.Path(folder)
+  folder = as_path(folder)
+  kinds.settings_of(kind, overrides)
   _, backbone = hf.load_backbone(folder, dtype=dtype)
   if not (folder / "tokenizer.json").is_file():
     raise InputError(folder, "expected tokenizer.json (a fast tokenizer) beside config.json")

@@ -10,10 +10,9 @@
 A prompt that is one token of the tokenizer ("[Q] ") is ColBERT's marker, inserted after [CLS]
 as sentence-transformers tokenises it; any other prompt is text prepended to every input.
 """
-import pathlib
 
 from ..errors import InputError
-from ..files import read_json
+from ..files import as_path, read_json
 from . import pylate_format
 
 PREFIX = "sentence_transformers."
@@ -23,13 +22,13 @@ TYPES = {"base.modules.transformer.Transformer": "transformer", "base.modules.de
 
 
 def claims(folder) -> bool:
-  path = pathlib.Path(folder) / "config_sentence_transformers.json"
+  path = as_path(folder) / "config_sentence_transformers.json"
   return path.is_file() and read_json(path).get("model_type") == "MultiVectorEncoder"
 
 
 def _modules(folder) -> dict[str, str]:
   """{role: the module's folder} of modules.json; a module retrax cannot compute is an InputError."""
-  path = pathlib.Path(folder) / "modules.json"
+  path = as_path(folder) / "modules.json"
   roles = {}
   for i, module in enumerate(read_json(path, list)):
     role = TYPES.get(str(module.get("type", "")).removeprefix(PREFIX)) if isinstance(module, dict) else None
@@ -57,7 +56,7 @@ def _expansion(path, config: dict, tokenizer) -> dict:
 
 def _skiplist(folder, sub: str | None) -> dict:
   """MultiVectorMask's skiplist (none without the module)."""
-  path = pathlib.Path(folder) / (sub or "") / "config.json"
+  path = as_path(folder) / (sub or "") / "config.json"
   config = read_json(path) if sub is not None and path.is_file() else {}
   words = config.get("skiplist_words") or []
   if words and list(config.get("skiplist_tasks", ["document"])) != ["document"]:
@@ -70,7 +69,7 @@ def _skiplist(folder, sub: str | None) -> dict:
 def read(folder, tokenizer, backbone_config):
   """(ColBERTConfig fields, projection layers, their weights)."""
   from .retriever import max_positions
-  folder = pathlib.Path(folder)
+  folder = as_path(folder)
   roles = _modules(folder)
   path = folder / roles["transformer"] / "sentence_bert_config.json"
   config = read_json(path) if path.is_file() else {}

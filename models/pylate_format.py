@@ -9,12 +9,11 @@ chains the backbone with pylate.models.Dense layers.
 sentence_bert_config.json's max_seq_length is not read: PyLate rewrites it at every tokenize call.
 """
 import json
-import pathlib
 
 import numpy as np
 
 from ..errors import InputError
-from ..files import atomic_path, read_json, write_atomic
+from ..files import as_path, atomic_path, read_json, write_atomic
 from .heads.projection import TORCH_ACTIVATIONS, Layer
 
 DENSE_TYPES = ("pylate.models.Dense.Dense", "sentence_transformers.models.Dense",
@@ -28,18 +27,18 @@ def claims(folder) -> bool:
   """A folder whose config_sentence_transformers.json says model_type ColBERT or similarity MaxSim
   (PyLate keeps the config of a sentence-transformers model it was built from, model_type aside),
   or whose modules.json holds a PyLate Dense."""
-  path = pathlib.Path(folder) / "config_sentence_transformers.json"
+  path = as_path(folder) / "config_sentence_transformers.json"
   config = read_json(path) if path.is_file() else {}
   if config.get("model_type") == "ColBERT" or config.get("similarity_fn_name") == "MaxSim":
     return True
-  modules = pathlib.Path(folder) / "modules.json"
+  modules = as_path(folder) / "modules.json"
   return modules.is_file() and any(isinstance(m, dict) and m.get("type") == DENSE_TYPES[0]
                                    for m in read_json(modules, list))
 
 
 def dense_folders(folder) -> list[str]:
   """The Dense modules' folders, in modules.json order."""
-  path = pathlib.Path(folder) / "modules.json"
+  path = as_path(folder) / "modules.json"
   if not path.is_file():
     return []
   out = []
@@ -59,7 +58,7 @@ def read(folder, tokenizer, backbone_config) -> tuple[dict, tuple[Layer, ...], l
 
 def read_settings(folder) -> dict:
   """The ColBERT settings of config_sentence_transformers.json (prompts included), as ColBERTConfig fields."""
-  path = pathlib.Path(folder) / "config_sentence_transformers.json"
+  path = as_path(folder) / "config_sentence_transformers.json"
   config = read_json(path) if path.is_file() else {}
   out = {k: config[k] for k in CONFIG_KEYS if config.get(k) is not None}
   prompts = config.get("prompts") or {}
@@ -73,7 +72,7 @@ def read_settings(folder) -> dict:
 def read_dense_chain(folder, hidden_size: int) -> tuple[tuple[Layer, ...], list[dict[str, np.ndarray]]]:
   """(layers, weights) of the folder's Dense modules; weights as {linear.weight, linear.bias, residual.weight}."""
   from .backbones.hf import read_weights
-  folder = pathlib.Path(folder)
+  folder = as_path(folder)
   layers, weights, din = [], [], hidden_size
   for sub in dense_folders(folder):
     path = folder / sub / "config.json"
@@ -98,7 +97,7 @@ def write(folder, layers: tuple[Layer, ...], weights: list[dict[str, np.ndarray]
           hidden_size: int) -> None:
   """modules.json, the Dense folders and config_sentence_transformers.json (the backbone is written apart)."""
   from safetensors.numpy import save_file
-  folder = pathlib.Path(folder)
+  folder = as_path(folder)
   modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
   din = hidden_size
   for i, (layer, tensors) in enumerate(zip(layers, weights), start=1):

@@ -11,20 +11,24 @@ turns that off.
 Bad input is an InputError before any encoding: an item that is not a string, a batch size
 below 1, a max_length outside 1 … the model's positions. Non-finite representations (NaN or
 inf parameters) are an InputError naming the model and how many texts gave them.
+
+With several local devices (an 8-GPU box, a TPU host), each batch is split over all of them
+(a `data` mesh of `jax.local_devices()`): rows padded to a multiple of the device count by
+repeating the last, each device's rows unpadded on their own (`unpadding.pack_index`).
 """
 import copy
 import hashlib
-import pathlib
 
 import jax
 import numpy as np
 import tokenizers
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from .. import checks, ops
 from ..errors import InputError
-from ..files import atomic_directory
+from ..files import as_path, atomic_directory
 from .backbones import unpadding
 from .text import check_texts
 
@@ -35,13 +39,13 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 def read_tokenizer(path) -> tokenizers.Tokenizer:
   """A `tokenizers` tokenizer.json; an unreadable one is an InputError naming the file."""
   try:
-    return tokenizers.Tokenizer.from_file(str(path))
+    return tokenizers.Tokenizer.from_str(as_path(path).read_text())
   except Exception as e:  # tokenizers raises a bare Exception for every parse failure
     raise InputError(path, f"not a readable tokenizer.json ({e})") from None
 
 
 def tokenizer_files(folder) -> dict[str, bytes]:
-  folder = pathlib.Path(folder)
+  folder = as_path(folder)
   return {n: (folder / n).read_bytes() for n in TOKENIZER_FILES if (folder / n).is_file()}
 
 
@@ -73,6 +77,8 @@ class Retriever:
     self.tokenizer_files = {**(tokenizer_files or {}), "tokenizer.json": tokenizer.to_str().encode()}
     self.graphdef, self.params = nnx.split(module)
     self._encode_batch = ops.jit(self.encode_tokens, static_argnames=("side", "packing"))
+    self._encode_sharded = ops.jit(self.encode_tokens, static_argnames=("side",))
+    self._replicated = (None, None)  # (params, their copy on every local device)
 
   def with_params(self, params) -> "Retriever":
     """The same retriever with other parameters (a pure dict, as training holds them)."""
@@ -93,8 +99,8 @@ class Retriever:
     return nnx.merge(self.graphdef, params).encode(tokens, side, packing=packing)
 
   def score(self, queries, documents):
-    """The kind's score of query and document representations, [m, n]."""
-    return self.module.score(queries, documents)
+    """The kind's score, [m, n], of what encode_queries and encode_documents return."""
+    return self.module.score(self.kind.batched(queries, "queries"), self.kind.batched(documents, "documents"))
 
   def encode(self, texts, batch_size: int = 32, show_progress_bar: bool = False, prompt: str = ""):
     """Each text prefixed with `prompt` and encoded as a document."""
@@ -118,9 +124,8 @@ class Retriever:
     total = -(-len(texts) // batch_size)
     for i, b in enumerate(tqdm(batches, total=total, disable=not show_progress_bar, desc="encode", unit="batch")):
       tokens = {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "token_type_ids": b.token_type_ids}
-      capacity = unpadding.token_capacity(b.attention_mask) if self.unpad else None
       jit_side = None if self.kind.symmetric else side  # one compilation per bucket for both sides
-      out = module.unbatch(self._encode_batch(self.params, tokens, jit_side, packing=capacity), len(b.rows))
+      out = module.unbatch(self._encode_on_devices(tokens, jit_side), len(b.rows))
       bad = np.sort([r for r, item in zip(b.rows, out) if not np.isfinite(item).all()])
       if len(bad):
         raise InputError(self.source, f"non-finite representations for {len(bad)} of the "
@@ -130,6 +135,24 @@ class Retriever:
       for r, item in zip(b.rows, out):
         items[r] = item
     return module.gather(items)
+
+  def _encode_on_devices(self, tokens: dict, side):
+    """One token batch's representations, on the one device or split over every local device."""
+    devices = jax.local_devices()
+    if len(devices) == 1:
+      capacity = unpadding.token_capacity(tokens["attention_mask"]) if self.unpad else None
+      return self._encode_batch(self.params, tokens, side, packing=capacity)
+    shards = len(devices)
+    extra = -len(tokens["input_ids"]) % shards
+    tokens = {k: np.concatenate([v, np.repeat(v[-1:], extra, axis=0)]) for k, v in tokens.items() if v is not None}
+    mask = tokens["attention_mask"]
+    capacity = unpadding.shard_capacity(int(unpadding.shard_tokens(mask, shards).max()), mask.size // shards)
+    packing = unpadding.pack_index(mask, shards, capacity) if self.unpad and capacity else None
+    split = NamedSharding(Mesh(np.asarray(devices), ("data",)), PartitionSpec("data"))
+    if self._replicated[0] is not self.params:
+      self._replicated = (self.params, jax.device_put(self.params, NamedSharding(split.mesh, PartitionSpec())))
+    tokens, packing = jax.device_put((tokens, packing), split)
+    return self._encode_sharded(self._replicated[1], tokens, side, packing)
 
   def index(self, documents, doc_ids, index_config=None):
     """The kind's index over encoded documents (index_config None: exact search)."""

@@ -5,11 +5,12 @@ config_sentence_transformers.json, so a folder round-trips with sentence-transfo
 """
 import dataclasses
 import json
-import pathlib
+
+from etils import epath
 
 from .. import checks
 from ..errors import InputError
-from ..files import read_json, write_atomic
+from ..files import as_path, read_json, write_atomic
 from .heads.pooling import MODES as POOLING_MODES
 
 POOLING_KEYS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
@@ -38,7 +39,7 @@ class SentenceConfig:
         raise InputError(name, f"expected a string, got {getattr(self, name)!r}")
 
 
-def _modules(folder: pathlib.Path) -> dict[str, str]:
+def _modules(folder: epath.Path) -> dict[str, str]:
   """{module type: its folder} from modules.json; a module that would change the embeddings
   beyond these settings, or a folder that is not there, is an InputError."""
   path = folder / "modules.json"
@@ -69,7 +70,7 @@ def _pooling(path) -> str:
 
 def read(folder) -> SentenceConfig:
   """The sentence-transformers settings of `folder`; defaults (mean, no norm) when it has none."""
-  folder = pathlib.Path(folder)
+  folder = as_path(folder)
   if not (folder / "modules.json").is_file():
     return SentenceConfig()
   kinds = _modules(folder)
@@ -87,7 +88,7 @@ def read(folder) -> SentenceConfig:
 
 
 def write(folder, config: SentenceConfig, dimension: int) -> None:
-  folder = pathlib.Path(folder)
+  folder = as_path(folder)
   modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
              {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
   if config.normalize:

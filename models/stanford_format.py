@@ -8,15 +8,14 @@
 Read as PyLate reads them: the markers inserted after [CLS], queries expanded with [MASK]; lengths
 absent from the metadata take PyLate's defaults (32, 180).
 """
-import pathlib
 
 from ..errors import InputError
-from ..files import read_json
+from ..files import as_path, read_json
 from .heads.projection import Layer
 
 
 def claims(folder) -> bool:
-  path = pathlib.Path(folder) / "config.json"
+  path = as_path(folder) / "config.json"
   return path.is_file() and (read_json(path).get("architectures") or [None])[0] == "HF_ColBERT"
 
 
@@ -24,7 +23,7 @@ def read(folder, tokenizer, backbone_config):
   """(ColBERTConfig fields, (the linear projection,), its weights)."""
   del tokenizer
   from .backbones.hf import read_weights
-  folder = pathlib.Path(folder)
+  folder = as_path(folder)
   path = folder / "artifact.metadata"
   metadata = read_json(path) if path.is_file() else {}
   settings = {"query_prefix": metadata.get("query_token_id", "[unused0]"),

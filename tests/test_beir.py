@@ -282,12 +282,14 @@ def test_synthetic_interrupted_write_leaves_no_folder(tmp_path, monkeypatch):
       raise OSError("disk full")
     return original(self, text, *args, **kwargs)
 
-  original = pathlib.Path.write_text
-  monkeypatch.setattr(pathlib.Path, "write_text", fail_second)
+  from retrax.files import as_path
+  path_type = type(as_path(tmp_path))  # the epath class retrax writes local files through
+  original = path_type.write_text
+  monkeypatch.setattr(path_type, "write_text", fail_second)
   with pytest.raises(OSError, match="disk full"):
     synthetic.write_limit_style(tmp_path / "limit")
   assert not (tmp_path / "limit").exists()
-  monkeypatch.setattr(pathlib.Path, "write_text", original)
+  monkeypatch.setattr(path_type, "write_text", original)
   synthetic.write_limit_style(tmp_path / "limit")
   assert sorted(p.name for p in tmp_path.iterdir()) == ["limit"]
   with pytest.raises(FileExistsError):

@@ -62,6 +62,22 @@ def test_an_exported_colbert_encodes_as_sentence_transformers_multi_vector_encod
   assert len(ours.encode_documents(["x y z, and; more!"])[0]) == 1 + 1 + 5 + 1  # [CLS] [D] x y z and more [SEP]
 
 
+def test_score_takes_what_encode_returns(bert_folder, tmp_path):
+  """model.score(model.encode_queries(q), model.encode_documents(d)) is Σ_i max_j ⟨q_i, d_j⟩ over
+  sentence-transformers' MultiVectorEncoder's token vectors of the same export."""
+  from sentence_transformers.multi_vector_encoder import MultiVectorEncoder
+  ours = retrax.load(bert_folder, kind="colbert", query_length=12, document_length=20, projection=[{"features": 16}])
+  ours.save_pretrained(tmp_path / "colbert")
+  theirs = MultiVectorEncoder(str(tmp_path / "colbert"), device="cpu")
+  queries = [np.asarray(q) for q in theirs.encode_query(TEXTS[:2])]
+  documents = [np.asarray(d) for d in theirs.encode_document(TEXTS)]
+  expected = [[(q @ d.T).max(axis=1).sum() for d in documents] for q in queries]
+  np.testing.assert_allclose(ours.score(ours.encode_queries(TEXTS[:2]), ours.encode_documents(TEXTS)), expected,
+                             rtol=1e-5)
+  np.testing.assert_allclose(ours.score(ours.encode_queries(TEXTS[0]), ours.encode_documents(TEXTS)), expected[:1],
+                             rtol=1e-5)
+
+
 def test_queries_are_marked_and_expanded_with_unattended_masks(bert_folder):
   ours = retrax.load(bert_folder, kind="colbert", query_length=12, document_length=20)
   reference = transformers.AutoTokenizer.from_pretrained(bert_folder)(TEXTS[0])["input_ids"]  # [CLS] … [SEP]

@@ -157,3 +157,32 @@ def test_a_tokenizer_larger_than_the_embedding_table_is_named(saved, tmp_path):
   with pytest.raises(InputError, match=f"^{re.escape(str(folder))}: the tokenizer has {rows + 3} token ids, but "
                                        f"the model's embedding table has {rows} rows"):
     retrax.load(folder)
+
+
+@pytest.mark.parametrize("head, described", [("BertForSequenceClassification", "a sequence-classification head"),
+                                             ("BertForMaskedLM", "a masked-LM head")])
+def test_a_task_head_no_kind_runs_is_named_and_its_encoder_loads_when_asked(saved, tmp_path, head, described):
+  """Unclaimed, a folder with a head is an InputError naming it; kind='dense' reads its encoder as
+  sentence-transformers does (mean pooling over the base model, the head dropped)."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  st = pytest.importorskip("sentence_transformers")
+  folder = tmp_path / "headed"
+  config = json.loads((saved[0] / "hf" / "config.json").read_text())
+  torch.manual_seed(0)
+  getattr(transformers, head)(transformers.BertConfig(**{k: v for k, v in config.items() if k != "architectures"})
+                              ).save_pretrained(folder)
+  shutil.copy(saved[0] / "hf" / "tokenizer.json", folder / "tokenizer.json")
+  with pytest.raises(InputError, match=f"^{re.escape(str(folder / 'config.json'))}: holds {described} \\({head}\\), "
+                                       r"which no retrax kind runs \(kinds: colbert, dense\); to use its encoder alone"):
+    retrax.load(folder)
+  texts = ["who likes neon kites", "velvet harps"]
+  reference = st.SentenceTransformer(str(folder), device="cpu").encode(texts)
+  np.testing.assert_allclose(retrax.load(folder, kind="dense").encode(texts), reference, atol=1e-5)
+
+
+def test_a_setting_the_kind_lacks_is_named_with_the_kinds_settings(saved):
+  with pytest.raises(InputError, match=r"^query_length: not a setting of the 'dense' kind; its settings are pooling, "):
+    retrax.load(saved[0] / "hf", query_length=12)
+  with pytest.raises(InputError, match=r"^query_length: not a setting of the 'dense' kind"):
+    retrax.load(saved[0] / "retrax", query_length=12)

@@ -108,6 +108,13 @@ def test_bad_hyperparameters_are_refused_before_anything_is_written(reference, t
   assert not (tmp_path / "w").exists()
 
 
+def test_a_model_setting_the_kind_lacks_is_refused_with_the_kinds_settings(reference, tmp_path):
+  done = train(tmp_path / "w", reference / "data", "--config.model.kind=colbert")  # tiny.py sets dense's pooling
+  assert one_error(done).startswith("error: config.model.normalize: not a setting of the 'colbert' kind; its "
+                                    "settings are projection, query_prefix, ")
+  assert not (tmp_path / "w").exists()
+
+
 def test_a_restart_with_another_run_is_refused_and_the_workdir_stays_loadable(reference, tmp_path):
   workdir = tmp_path / "w"
   shutil.copytree(reference / "straight", workdir)

@@ -1,10 +1,9 @@
 """Training checkpoints: orbax CheckpointManager, asynchronous, keep-N, best-by-metric optional.
 
-  <workdir>/retriever.json, <workdir>/tokenizer/   what retrax.load needs (written once restored)
-  <workdir>/checkpoints/<step>/params              the backbone's parameters (pure dict)
-                              /opt_state           optax state
-                              /data                the grain iterator's state (JSON)
-                              /config              the experiment config (JSON)
+  <workdir>/checkpoints/<step>/params      the retriever's parameters (pure dict)
+                              /opt_state   optax state
+                              /data        the grain iterator's state (JSON)
+                              /config      the experiment config (JSON)
 
 orbax writes each step into a temporary folder and renames it when complete, so a run
 killed mid-save resumes from the last complete step. A step that cannot be read (random
@@ -15,7 +14,6 @@ before the first save.
 """
 import json
 import logging
-import pathlib
 import time
 
 import jax
@@ -32,7 +30,7 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=False, enable_async_checkpointing=True,
         best_fn=(lambda m: m[best_metric]) if best_metric else None, best_mode=best_mode)
-    self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    self.directory = workdir.checkpoints
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def steps(self) -> list[int]:

@@ -7,7 +7,7 @@ evaluation keys by eval.driver.check_config when periodic evaluation is on.
 from .. import checks
 from ..errors import InputError
 from ..eval.driver import check_config as check_eval_config
-from ..models import kinds
+from .model_setup import setting_overrides
 from .trainable import compile_pattern
 
 DTYPES = ("float32", "bfloat16")  # compute dtypes; parameters stay float32
@@ -34,7 +34,7 @@ def check(config, mesh) -> None:
   checks.number(config.adam_b1, "config.adam_b1", at_least=0, below=1)
   checks.number(config.adam_b2, "config.adam_b2", at_least=0, below=1)
   checks.number(config.adam_eps, "config.adam_eps", above=0)
-  kinds.get(config.model.kind)
+  setting_overrides(config.model)
   compile_pattern(config.model.trainable)
   if config.model.dropout is not None:
     checks.number(config.model.dropout, "config.model.dropout", at_least=0, below=1)

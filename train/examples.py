@@ -15,8 +15,8 @@ import collections
 import dataclasses
 import logging
 import math
-import pathlib
 
+from ..files import as_path
 from ..errors import InputError
 from ..eval import beir
 
@@ -44,7 +44,7 @@ class TrainingSet:
 
 def read_candidates(path) -> dict[str, dict]:
   """qid → {"negatives": [...], "scores": {...}} from a JSONL candidates file."""
-  path = pathlib.Path(path)
+  path = as_path(path)
   out = {}
   for line_no, obj in beir.json_objects(path):
     if not isinstance(obj.get("qid"), str):

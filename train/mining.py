@@ -6,10 +6,9 @@ keep the next `depth`. Written as the JSONL that examples.read_candidates reads.
 """
 import json
 import logging
-import pathlib
 
 from ..eval import beir
-from ..files import write_atomic
+from ..files import as_path, write_atomic
 
 
 def mine_negatives(retriever, collection: beir.Collection, path, *, depth: int, skip_top: int, batch_size: int,
@@ -26,5 +25,5 @@ def mine_negatives(retriever, collection: beir.Collection, path, *, depth: int, 
   for qid, row in zip(qids, indices):
     ranked = [doc_ids[i] for i in row if doc_ids[i] not in collection.qrels[qid]]
     lines.append(json.dumps({"qid": qid, "negatives": ranked[skip_top:skip_top + depth]}))
-  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  as_path(path).parent.mkdir(parents=True, exist_ok=True)
   write_atomic(path, "".join(line + "\n" for line in lines))

@@ -6,30 +6,40 @@ config.model.random: a config.json-style dict for a randomly initialised backbon
 word-level vocabulary of config.model.vocab_size trained on the collection's documents and the
 split's queries. config.data.path "" generates a LIMIT-style collection in the workdir.
 """
-import dataclasses
-import pathlib
+from etils import epath
 
 from ..eval import beir, synthetic
+from ..files import as_path
 from ..models import kinds, load
 from ..models.vocab import word_level_tokenizer
 from ..models.wheel import minilm_path
 
 
-def data_folder(data_config, workdir) -> pathlib.Path:
+def data_folder(data_config, generated: epath.Path) -> epath.Path:
+  """config.data.path, or the collection generated at `generated` (a training workdir's data/)."""
   if data_config.path:
-    return pathlib.Path(data_config.path)
-  folder = pathlib.Path(workdir) / "data"
+    return as_path(data_config.path)
+  folder = generated
   if not folder.is_dir():
     synthetic.write_limit_style(folder, num_people=data_config.generated.num_people,
                                 num_attributes=data_config.generated.num_attributes, train_fraction=0.8)
   return folder
 
 
+# config.model's keys that are not the kind's settings.
+ENGINE_KEYS = ("kind", "path", "random", "vocab_size", "dropout", "trainable")
+
+
+def setting_overrides(model_config) -> dict:
+  """config.model's set keys besides ENGINE_KEYS, as the kind's settings; a key the kind lacks is an InputError."""
+  values = {k: v for k, v in model_config.items() if k not in ENGINE_KEYS and v is not None}
+  return kinds.settings_of(kinds.get(model_config.kind), values, "config.model.")
+
+
 def build_retriever(model_config, folder, split: str, dtype: str, *, seed: int):
-  """A retriever of config.model.kind; the config's keys named like the kind's settings override them."""
+  """A retriever of config.model.kind, its settings overridden by config.model's (setting_overrides)."""
   kind = kinds.get(model_config.kind)
-  overrides = {f.name: model_config[f.name] for f in dataclasses.fields(kind.Settings)
-               if model_config.get(f.name) is not None}
+  overrides = setting_overrides(model_config)
   if model_config.random:
     collection = beir.load_collection(folder, split=split)
     texts = [beir.document_text(d) for d in collection.corpus.values()] + list(collection.queries.values())

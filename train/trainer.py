@@ -9,7 +9,6 @@ restore has succeeded. The first non-finite loss, gradient norm or parameter sto
 with an error (divergence.py).
 """
 import logging
-import pathlib
 import time
 
 import jax
@@ -25,6 +24,7 @@ from ..eval.driver import evaluate_retriever
 from ..files import check_folder
 from ..models import checkpoint as retriever_checkpoint
 from ..models.text import check_max_length
+from ..workdirs import TrainWorkdir
 from . import config_check, distributed, examples, mining, resume, trainable
 from .checkpoints import Checkpointer
 from .divergence import DivergenceCheck
@@ -46,7 +46,7 @@ def evaluate_params(retriever, params, config, workdir, step) -> dict:
   host_params = multihost_utils.process_allgather(params, tiled=True)
   results = {}
   if jax.process_index() == 0:
-    results = evaluate_retriever(retriever.with_params(host_params), config, workdir / "eval" / str(step))
+    results = evaluate_retriever(retriever.with_params(host_params), config, workdir.eval(step))
   if jax.process_count() > 1:
     names = list(config.measures)
     values = multihost_utils.broadcast_one_to_all(np.asarray([results.get(n, 0.0) for n in names], np.float64))
@@ -55,7 +55,7 @@ def evaluate_params(retriever, params, config, workdir, step) -> dict:
 
 
 def train(config, workdir) -> TrainState:
-  workdir = check_folder(workdir)
+  workdir = TrainWorkdir(check_folder(workdir))
   distributed.initialize(config.distributed)
   mesh = make_mesh(config.mesh)
   config_check.check(config, mesh)
@@ -76,13 +76,13 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
   if saved is not None:
     resume.check(saved[1], config, checkpointer.directory / str(saved[0]))
 
-  folder = data_folder(config.data, workdir)
+  folder = data_folder(config.data, workdir.generated_data)
   retriever = build_retriever(config.model, folder, config.data.split, config.dtype, seed=config.seed)
   for key in ("query_max_len", "doc_max_len"):
     check_max_length(config.data[key], retriever.max_positions, f"config.data.{key}")
   candidates = config.data.candidates
   if config.data.mine.enabled and not candidates:
-    candidates = workdir / "negatives.jsonl"
+    candidates = workdir.negatives
     if not candidates.is_file():
       mining.mine_negatives(retriever, beir.load_collection(folder, config.data.split), candidates,
                             depth=config.data.mine.depth, skip_top=config.data.mine.skip_top,
@@ -113,7 +113,7 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
     data_iter.set_state(data_state)
     logging.warning("resumed from step %d", int(state.step))
   if is_main:
-    retriever_checkpoint.write_manifest(retriever, workdir)
+    retriever_checkpoint.write_manifest(retriever, workdir.root)
   start = int(state.step)
   if start >= config.total_steps:
     logging.warning("the checkpoint is at step %d and config.total_steps is %d: nothing to train", start,

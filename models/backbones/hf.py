@@ -7,15 +7,15 @@ the checkpoint against that map in both directions.
 """
 import importlib
 import json
-import pathlib
 import re
 
+from etils import epath
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from ...errors import InputError
-from ...files import atomic_path, read_json, write_atomic
+from ...files import as_path, atomic_path, local_copy, read_json, write_atomic
 
 # model_type → (module in retrax.models, config class, model class, transformers class).
 ARCHITECTURES = {
@@ -31,10 +31,27 @@ UNUSED = re.compile(r"^(pooler\..*|.*position_ids)$")
 
 
 def read_config(folder) -> dict:
-  path = pathlib.Path(folder) / "config.json"
+  path = as_path(folder) / "config.json"
   if not path.is_file():
     raise InputError(folder, "expected a Hugging Face model folder with config.json")
   return read_json(path)
+
+
+# The task heads of transformers' *For* classes, by class-name suffix; no retrax kind runs them yet.
+TASK_HEADS = {"ForSequenceClassification": "a sequence-classification head", "ForMaskedLM": "a masked-LM head",
+              "ForCausalLM": "a causal-LM head", "ForPreTraining": "pre-training heads (masked LM, next sentence)",
+              "ForTokenClassification": "a token-classification head",
+              "ForQuestionAnswering": "a question-answering head", "ForMultipleChoice": "a multiple-choice head"}
+
+
+def task_head(folder) -> tuple[str, str] | None:
+  """(class name, description) of the task head that config.json's `architectures` names; None for
+  an encoder alone (BertModel, or sentence-transformers' folders)."""
+  for name in read_config(folder).get("architectures") or ():
+    for suffix, description in TASK_HEADS.items():
+      if str(name).endswith(suffix):
+        return str(name), description
+  return None
 
 
 def architecture(hf_config: dict, source):
@@ -49,7 +66,7 @@ def architecture(hf_config: dict, source):
 
 def read_weights(folder) -> dict[str, np.ndarray]:
   """Every tensor of the folder's weights as float32; an unreadable file is an InputError naming it."""
-  folder = pathlib.Path(folder)
+  folder = as_path(folder)
   index = folder / "model.safetensors.index.json"
   if (folder / "model.safetensors").is_file():
     files = [folder / "model.safetensors"]
@@ -64,7 +81,7 @@ def read_weights(folder) -> dict[str, np.ndarray]:
   return {key: value for f in files for key, value in _read_safetensors(f).items()}
 
 
-def _shards(index: pathlib.Path) -> list[pathlib.Path]:
+def _shards(index: epath.Path) -> list[epath.Path]:
   weight_map = read_json(index).get("weight_map")
   if not isinstance(weight_map, dict):
     raise InputError(index, 'expected a "weight_map" object')
@@ -78,7 +95,7 @@ def _shards(index: pathlib.Path) -> list[pathlib.Path]:
 def _read_safetensors(path) -> dict[str, np.ndarray]:
   from safetensors import SafetensorError, safe_open
   try:
-    with safe_open(path, framework="flax") as reader:  # flax: bfloat16 tensors too
+    with local_copy(path) as local, safe_open(local, framework="flax") as reader:  # flax: bfloat16 tensors too
       tensors = {key: reader.get_tensor(key) for key in reader.keys()}
   except (SafetensorError, OSError, ValueError) as e:
     raise InputError(path, f"not a readable safetensors file, truncated or corrupt? ({e})") from None
@@ -102,7 +119,8 @@ def _read_torch_bin(path):
   except ImportError:
     raise InputError(path, "reading pytorch_model.bin needs torch; install it or convert to safetensors") from None
   try:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    with local_copy(path) as local:
+      state = torch.load(local, map_location="cpu", weights_only=True)
   except Exception as e:  # torch raises many kinds (RuntimeError, UnpicklingError, EOFError, …) for a bad file
     raise InputError(path, f"not a readable PyTorch checkpoint, truncated or corrupt? ({e})") from None
   return {k: _as_weight(k, (v.float() if v.is_floating_point() else v).numpy(), path) for k, v in state.items()}
@@ -157,11 +175,11 @@ def assign(model: nnx.Module, tensors: dict, wmap, source) -> None:
 def load_backbone(folder, dtype=jnp.float32):
   """Returns (config, model) for a Hugging Face folder."""
   hf_config = read_config(folder)
-  config_cls, model_cls, wmap, _ = architecture(hf_config, pathlib.Path(folder) / "config.json")
+  config_cls, model_cls, wmap, _ = architecture(hf_config, as_path(folder) / "config.json")
   try:
     config = config_cls.from_hf(hf_config)
   except (KeyError, TypeError, ValueError) as e:
-    raise InputError(pathlib.Path(folder) / "config.json", f"unsupported or incomplete config: {e}") from None
+    raise InputError(as_path(folder) / "config.json", f"unsupported or incomplete config: {e}") from None
   model = model_cls(config, dtype=dtype, rngs=nnx.Rngs(0))
   assign(model, read_weights(folder), wmap(config), folder)
   return config, model
@@ -210,7 +228,7 @@ def export_backbone(model: nnx.Module, config, folder) -> None:
   hf_config = config.to_hf()
   *_, class_name = architecture(hf_config, folder)
   tensors = backbone_tensors(model, config)
-  folder = pathlib.Path(folder)
+  folder = as_path(folder)
   folder.mkdir(parents=True, exist_ok=True)
   write_atomic(folder / "config.json", json.dumps({**hf_config, "architectures": [class_name]}, indent=2))
   with atomic_path(folder / "model.safetensors") as tmp:

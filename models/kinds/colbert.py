@@ -26,13 +26,14 @@ from flax import nnx
 
 from ...errors import InputError
 from ...index import scann_index
-from ...index.multivector import MaxSimIndex, maxsim
+from ...index.multivector import MaxSimIndex, maxsim, pad
 from ...index.token_index import K_TOKEN, TokenIndex
 from .. import multi_vector_format, pylate_format, stanford_format
 from ..backbones import hf
 from ..heads.pooling import l2_normalize
 from ..heads.projection import Layer, Projection
 from ..text import TextPath, check_max_length
+from .protocols import KindBase
 
 # The folder formats a ColBERT loads from (each: claims(folder), read(folder, tokenizer, backbone_config)),
 # the most specific claim first: a MultiVectorEncoder folder names its model_type.
@@ -82,11 +83,10 @@ class ColBERTConfig:
     return self.projection[-1].features
 
 
-class ColBERT(nnx.Module):
+class ColBERT(KindBase):
   """The retriever protocol: encode(tokens, side) → {"vectors": [B, L, d], "mask": [B, L]};
   score(q, d) → [Bq, Nd] MaxSim; no regularizers."""
   name = "colbert"
-  symmetric = False
   Settings = ColBERTConfig
 
   def __init__(self, backbone: nnx.Module, settings: ColBERTConfig, *, rngs: nnx.Rngs | None = None):
@@ -116,10 +116,6 @@ class ColBERT(nnx.Module):
   def score(queries, documents):
     """MaxSim of queries {vectors [m, Lq, d], mask [m, Lq]} against documents {[n, Ld, d], [n, Ld]} → [m, n]."""
     return maxsim(queries, documents)
-
-  def regularizers(self, queries, documents) -> dict:
-    del queries, documents
-    return {}
 
   # The host side: settings, text path, outputs, files and index.
 
@@ -159,6 +155,18 @@ class ColBERT(nnx.Module):
   @staticmethod
   def gather(items: list) -> list[np.ndarray]:
     return items
+
+  @staticmethod
+  def batched(encoded, what: str) -> dict:
+    """What encode_* return (a list of [L_i, d] arrays, or one text's [L, d]) as score takes it:
+    {vectors [n, max L_i, d], mask [n, max L_i]}; a dict already in that form is kept."""
+    if isinstance(encoded, dict):
+      return encoded
+    items = [encoded] if isinstance(encoded, np.ndarray) and encoded.ndim == 2 else list(encoded)
+    try:
+      return pad(items, len(items), what)
+    except ValueError as e:
+      raise InputError(what, str(e)) from None
 
   @classmethod
   def claims(cls, folder) -> bool:
@@ -203,11 +211,6 @@ class ColBERT(nnx.Module):
     weights = [hf.tensors_of(layer, layer.weight_map()) for layer in self.projection.layers]
     pylate_format.write(folder, self.settings.projection, weights, dataclasses.asdict(self.settings),
                         self.backbone.config.hidden_size)
-
-  @staticmethod
-  def check_index(index_config, num_docs: int, source: str) -> None:
-    """Nothing to check before encoding: the token index is sized by the token count."""
-    del index_config, num_docs, source
 
   @staticmethod
   def index(documents: list, doc_ids: list[str], index_config=None, fingerprint: str = ""):

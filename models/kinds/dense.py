@@ -16,9 +16,10 @@ from .. import sentence_config
 from ..backbones import hf
 from ..heads.pooling import l2_normalize, pool
 from ..text import TextPath, check_max_length, pad_id
+from .protocols import KindBase
 
 
-class Dense(nnx.Module):
+class Dense(KindBase):
   """The retriever protocol: encode(tokens, side) → [B, d]; score(q, d) → [Bq, Nd]; no regularizers."""
   name = "dense"
   symmetric = True  # encode ignores the side
@@ -43,10 +44,6 @@ class Dense(nnx.Module):
   def score(queries, documents):
     """[m, d] × [n, d] → [m, n] inner products, of numpy or JAX arrays."""
     return queries @ documents.T
-
-  def regularizers(self, queries, documents) -> dict:
-    del queries, documents
-    return {}
 
   # The host side: settings, text path, outputs, files and index.
 
@@ -73,8 +70,8 @@ class Dense(nnx.Module):
 
   @classmethod
   def claims(cls, folder) -> bool:
-    """Any model folder reads as dense (the registry asks the other kinds first)."""
-    return True
+    """A model folder with no task head (the registry asks the other kinds first)."""
+    return hf.task_head(folder) is None
 
   @classmethod
   def create(cls, backbone, tokenizer, settings):
