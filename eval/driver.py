@@ -16,7 +16,6 @@ import jax.numpy as jnp
 from .. import checks
 from ..errors import InputError
 from ..files import as_path, check_folder, remove_tree, write_atomic
-from ..index import scann_index
 from ..models.load import DTYPES, load
 from ..models.wheel import minilm_path
 from ..workdirs import EvalWorkdir
@@ -39,11 +38,7 @@ def check_config(config, prefix: str = "config") -> None:
       metrics.parse(name)
     except ValueError as e:
       raise InputError(f"{prefix}.measures", str(e)) from None
-  checks.choice(config.index.kind, f"{prefix}.index.kind", INDEX_KINDS)
-  checks.choice(config.index.mode, f"{prefix}.index.mode", ("auto",) + scann_index.MODES)
-  for key in (*scann_index.KEYS[1:], "k_token"):
-    if config.index.get(key) is not None:
-      checks.integer(config.index[key], f"{prefix}.index.{key}", low=1)
+  checks.choice(config.index.kind, f"{prefix}.index.kind", INDEX_KINDS)  # the rest is the kind's (check_index)
 
 
 def _data_folder(config, workdir: EvalWorkdir) -> epath.Path:

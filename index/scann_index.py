@@ -14,6 +14,7 @@ import numpy as np
 from etils import epath
 from scann.scann_ops.py import scann_ops_pybind
 
+from .. import checks
 from ..errors import InputError
 from ..files import as_path, atomic_directory, local_copy, read_json
 from .exact import check_finite
@@ -32,6 +33,14 @@ ASSETS = "scann_assets.pbtxt"
 
 def auto_mode(num_vectors: int) -> str:
   return "brute_force" if num_vectors < BRUTE_FORCE_BELOW else "ah" if num_vectors < AH_BELOW else "tree_ah"
+
+
+def check_settings(index_config, source: str) -> None:
+  """config.index's ScaNN keys, before the collection's size is known: mode, and integers ≥ 1."""
+  checks.choice(index_config.get("mode") or "auto", f"{source}.mode", ("auto",) + MODES)
+  for key in KEYS[1:]:
+    if index_config.get(key) is not None:
+      checks.integer(index_config[key], f"{source}.{key}", low=1)
 
 
 def choose_config(num_vectors: int, overrides: dict | None = None, source: str = "ScannIndex overrides") -> dict:

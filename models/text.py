@@ -6,6 +6,12 @@ row to max_length (training: the loop trims each global batch to a length bucket
 `batches` sorts texts by length and pads each batch of `batch_size` rows to the smallest
 length bucket that holds it (encoding: a jitted encoder compiles once per bucket, never per
 batch).
+
+Pairs (a cross-encoder's (query, document)) go through the same path: `pair_rows` joins them
+with the tokenizer's pair template ([CLS] q [SEP] d [SEP], token types 0 then 1), truncated as
+transformers truncates pairs (`longest_first`: a token at a time from the longer side;
+`only_second`: the document alone), and `pair_batches` buckets them as `batches` does.
+`padding_side="left"` pads on the left (causal models read the last position).
 """
 import collections.abc
 import dataclasses
@@ -54,6 +60,7 @@ def check_max_length(value, positions: int, source) -> int:
 
 
 SIDES = ("query", "document")
+PAIR_TRUNCATIONS = ("longest_first", "only_second")
 
 
 def pad_id(tokenizer: tokenizers.Tokenizer, backbone_config) -> int:
@@ -81,7 +88,10 @@ class TextPath:
 
   def __init__(self, tokenizer: tokenizers.Tokenizer, pad_id: int, max_lengths: dict[str, int],
                prompts: dict[str, str], *, markers: dict[str, int] | None = None, expand: tuple[str, ...] = (),
-               attend_expansion: bool = False):
+               attend_expansion: bool = False, padding_side: str = "right"):
+    if padding_side not in ("right", "left"):
+      raise InputError("padding_side", f"expected 'right' or 'left', got {padding_side!r}")
+    self.padding_side = padding_side
     self.tokenizer = tokenizers.Tokenizer.from_str(tokenizer.to_str())  # its truncation is ours to set
     self.tokenizer.no_padding()
     self.tokenizer.no_truncation()
@@ -95,7 +105,8 @@ class TextPath:
   def with_max_lengths(self, **max_lengths) -> "TextPath":
     """The same path with other max lengths for the sides named (training's query and document lengths)."""
     return TextPath(self.tokenizer, self.pad_id, {**self.max_lengths, **max_lengths}, self.prompts,
-                    markers=self.markers, expand=self.expand, attend_expansion=self.attend_expansion)
+                    markers=self.markers, expand=self.expand, attend_expansion=self.attend_expansion,
+                    padding_side=self.padding_side)
 
   def token_rows(self, texts, side: str, prompt: str | None = None) -> list[tuple[list[int], list[int]]]:
     """(ids, token type ids) of prompt + text, truncated, with the side's marker; `prompt` None: the side's."""
@@ -110,23 +121,44 @@ class TextPath:
     ids, mask, _ = self._padded(self.token_rows(texts, side), len(texts), self.max_lengths[side], side)
     return ids, mask
 
-  def _padded(self, rows, count: int, width: int, side: str):
-    """(ids, mask, token types) [count, width], the rows right padded in order, the rest padding."""
+  def _padded(self, rows, count: int, width: int, side: str | None):
+    """(ids, mask, token types) [count, width], the rows padded on `padding_side` in order, the rest padding."""
     ids = np.full((count, width), self.pad_id, np.int32)
     mask = np.full((count, width), int(side in self.expand and self.attend_expansion), np.int32)
     types = np.zeros((count, width), np.int32)
     for r, (row_ids, row_types) in enumerate(rows):
-      ids[r, :len(row_ids)] = row_ids
-      mask[r, :len(row_ids)] = 1
-      types[r, :len(row_ids)] = row_types
+      span = slice(width - len(row_ids), width) if self.padding_side == "left" else slice(0, len(row_ids))
+      ids[r, span], mask[r, span], types[r, span] = row_ids, 1, row_types
     return ids, mask, types
+
+  def pair_rows(self, queries, documents, max_length: int, truncation: str = "longest_first"):
+    """(ids, token type ids) of each (query prompt + query, document prompt + document) pair, joined by
+    the tokenizer's pair template and truncated to max_length (`truncation`: PAIR_TRUNCATIONS)."""
+    if truncation not in PAIR_TRUNCATIONS:
+      raise InputError("truncation", f"expected one of {list(PAIR_TRUNCATIONS)}, got {truncation!r}")
+    if len(queries) != len(documents):
+      raise InputError("pairs", f"{len(queries)} queries but {len(documents)} documents")
+    key = (max_length, truncation)
+    if key not in self._truncating:
+      self._truncating[key] = tokenizers.Tokenizer.from_str(self.tokenizer.to_str())
+      self._truncating[key].enable_truncation(max_length, strategy=truncation)
+    encodings = self._truncating[key].encode_batch(
+        [(self.prompts["query"] + q, self.prompts["document"] + d) for q, d in zip(queries, documents)])
+    return [(e.ids, e.type_ids) for e in encodings]
+
+  def pair_batches(self, queries, documents, max_length: int, batch_size: int, truncation: str = "longest_first"):
+    """Yields Batch objects of (query, document) pairs, longest first; rows map back to the input order."""
+    yield from self._bucketed(self.pair_rows(queries, documents, max_length, truncation), batch_size,
+                              default_buckets(max_length), None)
 
   def batches(self, texts, side: str, batch_size: int, prompt: str | None = None):
     """Yields Batch objects, longest texts first; rows map back to the input order."""
-    rows = self.token_rows(texts, side, prompt)
+    buckets = (self.max_lengths[side],) if side in self.expand else default_buckets(self.max_lengths[side])
+    yield from self._bucketed(self.token_rows(texts, side, prompt), batch_size, buckets, side)
+
+  def _bucketed(self, rows, batch_size: int, buckets, side: str | None):
     lengths = np.array([len(ids) for ids, _ in rows])
     order = np.argsort(-lengths, kind="stable")
-    buckets = (self.max_lengths[side],) if side in self.expand else default_buckets(self.max_lengths[side])
     for start in range(0, len(order), batch_size):
       chosen = order[start:start + batch_size]
       width = next(b for b in buckets if b >= lengths[chosen].max())

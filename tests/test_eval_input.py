@@ -69,6 +69,7 @@ def _config(data, **overrides):
     ({"index.reorder_k": 0}, "config.index.reorder_k: expected an integer ≥ 1, got 0"),
     ({"index.mode": "brute_force", "index.num_leaves": 3}, "config.index: num_leaves does not apply to mode"),
     ({"index.mode": "tree_ah", "index.num_leaves": 100}, "config.index: num_leaves: expected 1 to 6, found 100"),
+    ({"index.k_token": 5}, "config.index.k_token: a setting of the colbert kind's token index; a dense index has none"),
 ])
 def test_the_config_is_checked_before_any_encoding(tmp_path, overrides, expected):
   with pytest.raises(InputError, match="^" + expected.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):

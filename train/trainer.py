@@ -104,8 +104,9 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
 
   eval_config = config.eval.copy_and_resolve_references()
   eval_config.data = eval_config.data or str(folder)
-  if config.eval.every:
-    beir.load_collection(eval_config.data, eval_config.split)  # its errors now, not after the first steps
+  if config.eval.every:  # the collection's and the index settings' errors now, not after the first steps
+    eval_docs = len(beir.load_collection(eval_config.data, eval_config.split).corpus)
+    retriever.kind.check_index(eval_config.index, eval_docs, "config.eval.index")
   data_iter = iter(pipeline.dataset.to_iter_dataset())
   unpad = config.data.unpad and config.accumulate_steps == 1 and not config.grad_cache_chunks
   if saved is not None:

@@ -24,6 +24,7 @@ import numpy as np
 import tokenizers
 from flax import nnx
 
+from ... import checks
 from ...errors import InputError
 from ...index import scann_index
 from ...index.multivector import MaxSimIndex, maxsim, pad
@@ -211,6 +212,15 @@ class ColBERT(KindBase):
     weights = [hf.tensors_of(layer, layer.weight_map()) for layer in self.projection.layers]
     pylate_format.write(folder, self.settings.projection, weights, dataclasses.asdict(self.settings),
                         self.backbone.config.hidden_size)
+
+  @staticmethod
+  def check_index(index_config, num_docs: int, source: str) -> None:
+    """config.index's ScaNN keys and k_token, before anything is encoded (the token index is sized
+    by the token count, known only then)."""
+    del num_docs
+    scann_index.check_settings(index_config, source)
+    if index_config.get("k_token") is not None:
+      checks.integer(index_config.k_token, f"{source}.k_token", low=1)
 
   @staticmethod
   def index(documents: list, doc_ids: list[str], index_config=None, fingerprint: str = ""):

@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 from flax import nnx
 
+from ...errors import InputError
 from ...index import scann_index
 from ...index.exact import ExactIndex
 from .. import sentence_config
@@ -90,7 +91,11 @@ class Dense(KindBase):
 
   @staticmethod
   def check_index(index_config, num_docs: int, source: str) -> None:
-    """config.index against the corpus size, before anything is encoded (scann_index.choose_config)."""
+    """config.index (exact, or ScaNN's keys) against the corpus size, before anything is encoded
+    (scann_index.choose_config); k_token, the token index's, is an error."""
+    scann_index.check_settings(index_config, source)
+    if index_config.get("k_token") is not None:
+      raise InputError(f"{source}.k_token", "a setting of the colbert kind's token index; a dense index has none")
     if index_config.kind == "scann":
       scann_index.choose_config(num_docs, {k: index_config[k] for k in scann_index.KEYS}, source=source)
 
