@@ -161,14 +161,22 @@ def local_copy(source):
   with tempfile.TemporaryDirectory() as scratch:
     local = pathlib.Path(scratch) / source.name
     if source.is_dir():
-      for file in source.rglob("*"):
-        if not file.is_dir():
-          dest = local / os.path.relpath(os.fspath(file), os.fspath(source))
-          dest.parent.mkdir(parents=True, exist_ok=True)
-          dest.write_bytes(file.read_bytes())
+      for file in _files_under(source):
+        dest = local / os.path.relpath(os.fspath(file), os.fspath(source))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(file.read_bytes())
     else:
       local.write_bytes(source.read_bytes())
     yield local
+
+
+def _files_under(folder: epath.Path):
+  """Every file below `folder`, one listing per folder (epath refuses `**` on object stores)."""
+  for entry in folder.iterdir():
+    if entry.is_dir():
+      yield from _files_under(entry)
+    else:
+      yield entry
 
 
 def check_folder(p) -> epath.Path:

@@ -108,3 +108,36 @@ def test_train_sigterm_resume_load_and_evaluate_on_gs(emulator, tmp_path):
   assert results == pytest.approx(json.loads((tmp_path / "eval" / "results.json").read_text()), abs=1e-6)
   assert gs_path(emulator, f"gs://{BUCKET}/evals/tiny/run.trec").exists()
   assert not [p for p in tmp_path.rglob("gs:*")] and not (REPO / "gs:").exists()
+
+
+def test_exports_and_index_folders_on_gs(emulator):
+  """save_pretrained and retrax.load of a Hugging Face folder, and ScaNN and token index folders,
+  written to and read back from gs://, give what they gave locally."""
+  os.environ["STORAGE_EMULATOR_HOST"] = emulator["STORAGE_EMULATOR_HOST"]
+  import numpy as np
+  import retrax
+  from retrax.index.scann_index import ScannIndex
+  from retrax.index.token_index import TokenIndex
+  from retrax.models.load import random
+  from retrax.models.sentence_config import SentenceConfig
+  from retrax.models.vocab import word_level_tokenizer
+  texts = ["who likes neon kites", "velvet harps", "quiet green lamps"]
+  tokenizer = word_level_tokenizer(texts, 50)
+  model = random(dict(model_type="bert", vocab_size=tokenizer.get_vocab_size(), hidden_size=16, num_hidden_layers=1,
+                      num_attention_heads=2, intermediate_size=32, max_position_embeddings=32),
+                 tokenizer, SentenceConfig(pooling="mean", normalize=True))
+  model.save_pretrained(f"gs://{BUCKET}/models/tiny")
+  np.testing.assert_allclose(retrax.load(f"gs://{BUCKET}/models/tiny").encode(texts), model.encode(texts), atol=1e-6)
+
+  rng = np.random.default_rng(0)
+  vectors, queries = rng.normal(size=(300, 8)).astype(np.float32), rng.normal(size=(5, 8)).astype(np.float32)
+  scann = ScannIndex.build(vectors, [f"d{i}" for i in range(300)], "fp", {"mode": "ah"})
+  scann.save(f"gs://{BUCKET}/indexes/scann")
+  back = ScannIndex.load(f"gs://{BUCKET}/indexes/scann", dimension=8, fingerprint="fp")
+  np.testing.assert_array_equal(back.search(queries, 10)[0], scann.search(queries, 10)[0])
+  documents = [rng.normal(size=(int(rng.integers(2, 9)), 8)).astype(np.float32) for _ in range(60)]
+  tokens = TokenIndex.build(documents, [f"d{i}" for i in range(60)], "fp", {}, k_token=20)
+  tokens.save(f"gs://{BUCKET}/indexes/token")
+  token_queries = [rng.normal(size=(4, 8)).astype(np.float32) for _ in range(3)]
+  np.testing.assert_array_equal(TokenIndex.load(f"gs://{BUCKET}/indexes/token").search(token_queries, 5)[0],
+                                tokens.search(token_queries, 5)[0])
