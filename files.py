@@ -33,22 +33,24 @@ REMOTE_PREFIXES = ("gs://", "s3://", "az://")
 
 
 @functools.cache
-def _use_emulator() -> None:
-  host = os.environ.get("STORAGE_EMULATOR_HOST")
-  if not host:
-    return
-  url = host if "://" in host else f"http://{host}"
-  os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", url)
-  os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "emulator")
-  os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # its gRPC bucket probe: not emulated
+def _configure_cloud_storage() -> None:
+  """gcsfs lists afresh each time (orbax's arrays are written by tensorstore, behind gcsfs' back);
+  with STORAGE_EMULATOR_HOST, everything points at the emulator."""
   import fsspec  # pylint: disable=import-outside-toplevel
-  fsspec.config.conf.setdefault("gcs", {}).update(token="anon", use_listings_cache=False)
+  gcs = fsspec.config.conf.setdefault("gcs", {})
+  gcs["use_listings_cache"] = False
+  host = os.environ.get("STORAGE_EMULATOR_HOST")
+  if host:
+    os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", host if "://" in host else f"http://{host}")
+    os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "emulator")
+    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # its gRPC bucket probe: not emulated
+    gcs["token"] = "anon"
 
 
 def as_path(p) -> epath.Path:
   """`p` (a str or path, local or gs://) as an epath.Path; local ones made absolute."""
   if is_remote(p):
-    _use_emulator()
+    _configure_cloud_storage()
     return epath.Path(p)
   return epath.Path(os.path.abspath(os.fspath(p)))
 
