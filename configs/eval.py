@@ -21,6 +21,7 @@ def get_config(arg=None):
   c.batch_size = 32
   c.dtype = "float32"  # or "bfloat16"
   c.top_k = 1000
+  c.first_stage = ""  # a TREC run file evaluated in place of retrieval (its top_k per query); no model loads
   c.measures = ("nDCG@10", "R@2", "R@10", "R@100", "RR@10", "AP")
   c.progress = True
   c.index = ml_collections.ConfigDict()

@@ -51,15 +51,18 @@ def _data_folder(config, workdir: EvalWorkdir) -> epath.Path:
 
 
 def evaluate(config, workdir) -> dict[str, float]:
-  """Loads config.model and evaluates it; see evaluate_retriever."""
+  """Loads config.model (none with config.first_stage) and evaluates it; see evaluate_retriever."""
   check_config(config)
-  overrides = {} if config.max_length is None else {"max_length": config.max_length}
-  retriever = load(config.model or minilm_path(), dtype=jnp.dtype(config.dtype), **overrides)
+  retriever = None
+  if not config.first_stage:
+    overrides = {} if config.max_length is None else {"max_length": config.max_length}
+    retriever = load(config.model or minilm_path(), dtype=jnp.dtype(config.dtype), **overrides)
   return evaluate_retriever(retriever, config, workdir)
 
 
 def evaluate_retriever(retriever, config, workdir) -> dict[str, float]:
-  """Encodes, indexes, searches and scores config.data's split; writes workdir/results.json and run.trec."""
+  """Encodes, indexes, searches and scores config.data's split (or scores config.first_stage's run,
+  `retriever` unused); writes workdir/results.json and run.trec."""
   check_config(config)
   workdir = EvalWorkdir(check_folder(workdir))
   created = not workdir.root.exists()
@@ -74,6 +77,21 @@ def evaluate_retriever(retriever, config, workdir) -> dict[str, float]:
 
 def _evaluate(retriever, config, workdir: EvalWorkdir) -> dict[str, float]:
   collection = beir.load_collection(_data_folder(config, workdir), split=config.split)
+  run = _read_first_stage(config, collection) if config.first_stage else _retrieve(retriever, config, collection)
+  results = metrics.compute(collection.qrels, run, config.measures)
+  trec.write_run(workdir.run, run, tag="retrax")
+  write_atomic(workdir.results, json.dumps(results, indent=2))
+  return results
+
+
+def _read_first_stage(config, collection) -> dict[str, dict[str, float]]:
+  """config.first_stage's run for the split's queries, each cut to its top_k (trec_eval's order)."""
+  run = trec.read_run(config.first_stage)
+  return {q: dict(trec.ranked(run.get(q, {}))[:config.top_k]) for q in collection.queries}
+
+
+def _retrieve(retriever, config, collection) -> dict[str, dict[str, float]]:
+  """The top_k documents of each of the split's queries, through the kind's index."""
   doc_ids = list(collection.corpus)
   qids = list(collection.queries)
   retriever.kind.check_index(config.index, len(doc_ids), "config.index")
@@ -83,9 +101,5 @@ def _evaluate(retriever, config, workdir: EvalWorkdir) -> dict[str, float]:
   queries = retriever.encode_queries([collection.queries[q] for q in qids], config.batch_size, config.progress)
   index = retriever.index(docs, doc_ids, config.index)
   indices, scores = index.search(queries, min(config.top_k, len(doc_ids)))
-  run = {q: {doc_ids[i]: float(s) for i, s in zip(row, srow) if i >= 0}  # −1: a slot ScaNN could not fill
-         for q, row, srow in zip(qids, indices, scores)}
-  results = metrics.compute(collection.qrels, run, config.measures)
-  trec.write_run(workdir.run, run, tag="retrax")
-  write_atomic(workdir.results, json.dumps(results, indent=2))
-  return results
+  return {q: {doc_ids[i]: float(s) for i, s in zip(row, srow) if i >= 0}  # −1: a slot ScaNN could not fill
+          for q, row, srow in zip(qids, indices, scores)}

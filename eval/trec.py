@@ -66,7 +66,7 @@ def read_run(path) -> dict[str, dict[str, float]]:
   return run
 
 
-def _ranked(docs: dict[str, float]) -> list[tuple[str, float]]:
+def ranked(docs: dict[str, float]) -> list[tuple[str, float]]:
   """Score descending, ties by docid descending (trec_eval's tie rule)."""
   return sorted(sorted(docs.items(), reverse=True), key=lambda item: item[1], reverse=True)
 
@@ -87,6 +87,6 @@ def write_run(path, run: dict[str, dict[str, float]], tag: str = "retrax") -> No
     raise InputError("tag", f"expected a non-empty run tag without whitespace or %, got {tag!r}")
   lines = []
   for qid, docs in run.items():
-    for rank, (docid, score) in enumerate(_ranked(docs), 1):
+    for rank, (docid, score) in enumerate(ranked(docs), 1):
       lines.append(f"{escape(qid)} Q0 {escape(docid)} {rank} {float(score)!r} {tag}\n")
   write_atomic(path, "".join(lines))

@@ -112,3 +112,16 @@ def test_judgments_of_missing_documents_count_as_in_pytrec_eval(tmp_path, kind):
   for name, key in measures.items():
     assert ours[name] == pytest.approx(np.mean([r[key] for r in reference.values()]), abs=1e-6), name
   assert json.loads((tmp_path / "out" / "results.json").read_text()) == ours
+
+
+def test_a_trec_run_stands_in_for_the_first_stage(tmp_path):
+  """config.first_stage: the run's top_k per query, for the split's queries, scored as retrieval's
+  own run is; no model is used."""
+  folder = _collection(tmp_path / "data")
+  retrieved = driver.evaluate_retriever(BagOfWords(), _config(folder, **{"index.kind": "exact"}), tmp_path / "out")
+  scored = driver.evaluate(_config(folder, first_stage=str(tmp_path / "out" / "run.trec")), tmp_path / "again")
+  assert scored == retrieved
+  assert trec.read_run(tmp_path / "again" / "run.trec") == trec.read_run(tmp_path / "out" / "run.trec")
+  cut = driver.evaluate(_config(folder, first_stage=str(tmp_path / "out" / "run.trec"), top_k=1), tmp_path / "top1")
+  assert all(len(docs) <= 1 for docs in trec.read_run(tmp_path / "top1" / "run.trec").values())
+  assert cut["R@10"] <= retrieved["R@10"]

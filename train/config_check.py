@@ -61,3 +61,6 @@ def check(config, mesh) -> None:
                      f"config.eval.measures {tuple(config.eval.measures)}")
   if config.eval.every:
     check_eval_config(config.eval, "config.eval")
+    if config.eval.first_stage:
+      raise InputError("config.eval.first_stage", "periodic evaluation retrieves with the model being trained; "
+                       "leave it empty")
