@@ -2,7 +2,7 @@
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-SUBPACKAGES = ("models", "models.backbones", "models.heads", "models.kinds", "train", "eval", "index", "configs", "xla_cpu")
+SUBPACKAGES = ("models", "models.backbones", "models.heads", "models.kinds", "train", "train.tasks", "eval", "index", "configs", "xla_cpu")
 
 
 class BuildPyWithoutSetup(build_py):

@@ -84,5 +84,14 @@ class EvalWorkdir:
     return self.root / "run.trec"
 
   @property
+  def first_stage_results(self) -> epath.Path:
+    """Written when a rerank stage follows: results.json and run.trec are then the reranked ones."""
+    return self.root / "first_stage.json"
+
+  @property
+  def first_stage_run(self) -> epath.Path:
+    return self.root / "first_stage.trec"
+
+  @property
   def generated_data(self) -> epath.Path:
     return self.root / "limit-synthetic"

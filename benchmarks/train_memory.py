@@ -22,7 +22,6 @@ if __name__ == "__main__":
 import jax
 import jax.numpy as jnp
 import ml_collections
-from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 import retrax
@@ -34,6 +33,7 @@ from retrax.train.mesh import make_mesh
 from retrax.train.objective import loss_fn
 from retrax.train.optimizer import make_optimizer
 from retrax.train.step import StepBuilder, initial_state
+from retrax.train.tasks import Ranking
 
 GIB = 2 ** 30
 
@@ -51,9 +51,8 @@ def abstract_batch(batch, mesh, rules, negatives=1):
 def compiled(retriever, config, mesh, batch, grad_cache_chunks=0):
   rules = tuple(tuple(r) for r in config.sharding_rules)
   optimizer = make_optimizer(config)
-  state = initial_state(nnx.to_pure_dict(retriever.params), optimizer, mesh, rules, retriever.params)
-  builder = StepBuilder(retriever.graphdef, loss_fn(config.loss), True, optimizer,
-                        grad_cache_chunks=grad_cache_chunks)
+  state = initial_state(retriever.module, optimizer, mesh, rules)
+  builder = StepBuilder(retriever.graphdef, Ranking(loss_fn(config.loss), True, grad_cache_chunks), optimizer)
   shardings = jax.tree.map(lambda x: x.sharding, state)
   step = ops.jit(builder, out_shardings=(shardings, NamedSharding(mesh, PartitionSpec())), donate_argnums=0)
   lowered = step.lower(state, abstract_batch(batch, mesh, rules), jax.random.key(0))

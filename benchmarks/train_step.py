@@ -68,7 +68,9 @@ from retrax.train.objective import loss_fn
 from retrax.train.optimizer import make_optimizer
 from retrax.train.mesh import make_mesh
 from retrax.train.pipeline import Pipeline, default_buckets, global_batch
+from retrax.models.dropout import Dropout
 from retrax.train.step import StepBuilder, TrainState
+from retrax.train.tasks import Ranking
 
 from encode import encoder_flops, matmul_peaks
 
@@ -134,8 +136,7 @@ def retrax_side(retriever, config, groups, collate, dropout, profile: pathlib.Pa
   optimizer update and host batch assembly, each timed alone; with `profile`, a trace of the
   steps once more in that folder and its summary (`trace_summary`)."""
   optimizer = make_optimizer(config)
-  builder = StepBuilder(retriever.graphdef, loss_fn(config.loss), True, optimizer,
-                        dropout=dropout)
+  builder = StepBuilder(retriever.graphdef, Ranking(loss_fn(config.loss), True), optimizer, dropout=dropout)
   params = jax.tree.map(jnp.copy, nnx.to_pure_dict(retriever.params))  # the step donates them
   # committed to the device, as the step's output state is: else the second state compiles each step again
   state = jax.device_put(TrainState(params, optimizer.init(params), np.int32(0)), jax.devices()[0])
@@ -164,9 +165,11 @@ def retrax_side(retriever, config, groups, collate, dropout, profile: pathlib.Pa
       summary = {"profile": trace_summary(profile, len(groups))}
     params = state.params
     batches = [assemble(g) for g in groups]
-    embeddings = ops.jit(lambda params, batch, key: builder.embeddings(builder.module(params), batch, key))
+    embeddings = ops.jit(lambda params, batch, key: builder.task.embeddings(builder.module(params), batch,
+                                                                            Dropout(key, builder.dropout)))
     grads = ops.jit(jax.value_and_grad(builder.batch_loss, has_aux=True))
-    objective = ops.jit(lambda q, d, batch, key, params: builder.objective(q, d, batch, key, builder.module(params)))
+    objective = ops.jit(lambda q, d, batch, key, params: builder.task.objective(q, d, batch, key,
+                                                                                builder.module(params)))
     embedded = [embeddings(params, b, dropout_key) for b in batches]
 
     @ops.jit

@@ -48,6 +48,8 @@ def train_config() -> ml_collections.ConfigDict:
 
   c.loss = ml_collections.ConfigDict(dict(name="info_nce", temperature=0.05, in_batch_negatives=True))
 
+  c.regularizers = ml_collections.ConfigDict()  # {name: {weight, warmup_steps, shape}} (train/regularizers.py)
+
   c.data = ml_collections.ConfigDict()
   c.data.path = ""                       # BEIR-format folder; "" = a generated LIMIT-style one:
   c.data.generated = ml_collections.ConfigDict(dict(num_people=46, num_attributes=1000))

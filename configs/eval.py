@@ -31,4 +31,8 @@ def get_config(arg=None):
   c.index.num_leaves_to_search = config_dict.placeholder(int)
   c.index.reorder_k = config_dict.placeholder(int)
   c.index.k_token = config_dict.placeholder(int)  # multi-vector: nearest document tokens per query token (100)
+  c.rerank = ml_collections.ConfigDict()
+  c.rerank.model = ""     # a reranker (models/kinds) rescoring each query's top `depth`; "" = no second stage
+  c.rerank.depth = 100
+  c.rerank.batch_size = 32
   return c

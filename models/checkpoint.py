@@ -23,7 +23,9 @@ from ..files import atomic_directory, read_json, write_atomic
 from ..workdirs import Checkpoint
 from . import kinds
 from .backbones import hf
-from .retriever import Retriever, read_tokenizer
+from .host_model import read_tokenizer
+from .hosts import host_for
+from .retriever import Retriever
 
 FORMAT = 2
 
@@ -160,5 +162,5 @@ def load(directory, *, kind: str | None = None, dtype="float32", **overrides) ->
   if not (tokenizer_dir / "tokenizer.json").is_file():
     raise InputError(tokenizer_dir, "expected tokenizer.json, written beside retriever.json")
   files = {p.name: p.read_bytes() for p in tokenizer_dir.iterdir() if p.is_file()}
-  return Retriever(module, read_tokenizer(tokenizer_dir / "tokenizer.json"), tokenizer_files=files,
+  return host_for(module, read_tokenizer(tokenizer_dir / "tokenizer.json"), tokenizer_files=files,
                    source=folder.root)

@@ -10,7 +10,9 @@ from ..files import as_path
 from ..workdirs import MANIFEST
 from . import checkpoint, kinds
 from .backbones import hf
-from .retriever import Retriever, read_tokenizer, tokenizer_files
+from .host_model import read_tokenizer, tokenizer_files
+from .hosts import host_for
+from .retriever import Retriever
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -46,13 +48,14 @@ def from_pretrained(folder, kind: type, *, dtype=jnp.float32, **overrides) -> Re
   if not (folder / "tokenizer.json").is_file():
     raise InputError(folder, "expected tokenizer.json (a fast tokenizer) beside config.json")
   module, tokenizer = kind.from_folder(backbone, read_tokenizer(folder / "tokenizer.json"), folder, **overrides)
-  return Retriever(module, tokenizer, tokenizer_files=tokenizer_files(folder), source=folder)
+  return host_for(module, tokenizer, tokenizer_files=tokenizer_files(folder), source=folder)
 
 
 def random(hf_config: dict, tokenizer, settings, *, kind: str = kinds.DEFAULT, seed: int = 0,
-           dtype=jnp.float32) -> Retriever:
-  """A retriever of `kind` whose backbone, of a config.json-style dict, is randomly initialised."""
+           dtype=jnp.float32, data=None) -> Retriever:
+  """A retriever of `kind` whose backbone, of a config.json-style dict, is randomly initialised;
+  `data`, a sample of training texts, goes to the kind's create (which may initialise from it)."""
   config_cls, model_cls, _, _ = hf.architecture(hf_config, "config.model.random")
   backbone = model_cls(config_cls.from_hf(hf_config), dtype=dtype, rngs=nnx.Rngs(seed))
-  module, tokenizer = kinds.get(kind).create(backbone, tokenizer, settings)
-  return Retriever(module, tokenizer, source="config.model.random")
+  module, tokenizer = kinds.get(kind).create(backbone, tokenizer, settings, data=data)
+  return host_for(module, tokenizer, source="config.model.random")

@@ -68,7 +68,7 @@ def _skiplist(folder, sub: str | None) -> dict:
 
 def read(folder, tokenizer, backbone_config):
   """(ColBERTConfig fields, projection layers, their weights)."""
-  from .retriever import max_positions
+  from .host_model import max_positions
   folder = as_path(folder)
   roles = _modules(folder)
   path = folder / roles["transformer"] / "sentence_bert_config.json"

@@ -146,6 +146,10 @@ class TextPath:
         [(self.prompts["query"] + q, self.prompts["document"] + d) for q, d in zip(queries, documents)])
     return [(e.ids, e.type_ids) for e in encodings]
 
+  def tokenize_pairs(self, queries, documents, max_length: int, truncation: str = "longest_first"):
+    """(ids, mask, token type ids) [n, max_length] of the pairs (pair_rows), padded on `padding_side`."""
+    return self._padded(self.pair_rows(queries, documents, max_length, truncation), len(queries), max_length, None)
+
   def pair_batches(self, queries, documents, max_length: int, batch_size: int, truncation: str = "longest_first"):
     """Yields Batch objects of (query, document) pairs, longest first; rows map back to the input order."""
     yield from self._bucketed(self.pair_rows(queries, documents, max_length, truncation), batch_size,

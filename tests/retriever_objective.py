@@ -7,6 +7,7 @@ from flax import nnx
 from retrax.train import objective
 from retrax.train.optimizer import make_optimizer
 from retrax.train.step import StepBuilder
+from retrax.train.tasks import Ranking
 
 OPTIMIZER = dict(warmup_steps=0, total_steps=1, schedule="linear", learning_rate=1e-3, grad_clip_norm=1.0,
                  adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8, weight_decay=0.0)
@@ -28,7 +29,8 @@ def batch(retriever, queries, documents, labels, query_positives=None) -> dict:
 
 def loss_and_grads(retriever, loss: dict, batch: dict):
   """((loss, regularizers), gradients) of the configured loss (config.loss's keys) without dropout."""
-  builder = StepBuilder(retriever.graphdef, objective.loss_fn(ml_collections.ConfigDict(loss)),
-                        loss["in_batch_negatives"], make_optimizer(ml_collections.ConfigDict(OPTIMIZER)), dropout=0.0)
+  task = Ranking(objective.loss_fn(ml_collections.ConfigDict(loss)), loss["in_batch_negatives"])
+  builder = StepBuilder(retriever.graphdef, task, make_optimizer(ml_collections.ConfigDict(OPTIMIZER)), dropout=0.0)
   params, key = jax.tree.map(np.asarray, nnx.to_pure_dict(retriever.params)), jax.random.key(0)
-  return jax.value_and_grad(builder.batch_loss, has_aux=True)(params, batch, key, key)
+  (value, (regularizers, _)), grads = jax.value_and_grad(builder.batch_loss, has_aux=True)(params, batch, key, key)
+  return (value, regularizers), grads

@@ -24,7 +24,10 @@ from retrax.train import examples, losses, objective, sharding, trainable
 from retrax.train.mesh import make_mesh, mesh_shape
 from retrax.train.optimizer import decay_mask, make_optimizer
 from retrax.train.pipeline import Pipeline
-from retrax.train.step import StepBuilder, TrainState, strided_merge, strided_split
+from retrax.models.dropout import Dropout
+from retrax.train.batching import strided_merge, strided_split
+from retrax.train.step import StepBuilder, TrainState
+from retrax.train.tasks import Ranking
 
 
 def _batch(b=8, c=3, lq=5, ld=7, seed=0):
@@ -104,7 +107,8 @@ def _builder(kind=Dense, **kwargs):
   opt = ml_collections.ConfigDict(dict(warmup_steps=0, total_steps=10, schedule="linear", learning_rate=1e-3,
                                        grad_clip_norm=1.0, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8,
                                        weight_decay=0.01))
-  builder = StepBuilder(graphdef, loss, True, make_optimizer(opt), **kwargs)
+  task = Ranking(loss, True, kwargs.pop("grad_cache_chunks", 0))
+  builder = StepBuilder(graphdef, task, make_optimizer(opt), **kwargs)
   return builder, nnx.to_pure_dict(state)
 
 
@@ -120,8 +124,8 @@ def test_grad_cache_equals_plain_backprop(kind):
   plain, params = _builder(kind, dropout=0.0)
   cached, _ = _builder(kind, grad_cache_chunks=4, dropout=0.0)
   batch, key, dropout_key = _batch(), jax.random.key(0), jax.random.key(1)
-  (loss, regularizers), grads = jax.jit(plain.plain_grads)(params, batch, key, dropout_key)
-  (loss_gc, regularizers_gc), grads_gc = jax.jit(cached.grad_cache_grads)(params, batch, key, dropout_key)
+  (loss, (regularizers, _)), grads = jax.jit(plain.plain_grads)(params, batch, key, dropout_key)
+  (loss_gc, (regularizers_gc, _)), grads_gc = jax.jit(cached.grad_cache_grads)(params, batch, key, dropout_key)
   assert abs(float(loss) - float(loss_gc)) <= 1e-6 * abs(float(loss))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), regularizers, regularizers_gc)
   _assert_grads_close(grads_gc, grads, 1e-5)
@@ -132,13 +136,13 @@ def test_the_loss_adds_the_kinds_regularizers():
   builder, params = _builder(_PairedDense, dropout=0.0)
   batch, key = _batch(), jax.random.key(0)
   module = builder.module(params)
-  q, d = builder.embeddings(module, batch, key)
+  q, d = builder.task.embeddings(module, batch, Dropout.off())
   b, c = batch["labels"].shape
   flat_v = np.asarray(d["v"]).transpose(1, 0, 2).reshape(b * c, -1)   # candidate-major, as in-batch scoring
   logits = np.asarray(q["u"]) @ flat_v.T / 0.05
   info_nce = np.mean([np.logaddexp.reduce(logits[i]) - logits[i, i] for i in range(b)])
   expected = {"q_square": 0.1 * np.mean(np.asarray(q["u"]) ** 2), "d_abs": np.mean(np.abs(np.asarray(d["v"])))}
-  loss, regularizers = builder.batch_loss(params, batch, key, key)
+  loss, (regularizers, _) = builder.batch_loss(params, batch, key, key)
   assert set(regularizers) == set(expected)
   for name, value in expected.items():
     np.testing.assert_allclose(regularizers[name], value, rtol=1e-5)
@@ -159,9 +163,10 @@ def test_grad_cache_replays_each_chunks_dropout_masks():
     parts = strided_split(jax.tree.map(jnp.asarray, batch), 4)
     module = cached.module(params)
     q, d = strided_merge(jax.lax.map(
-        lambda i: cached.embeddings(module, jax.tree.map(lambda x: x[i], parts), jax.random.fold_in(dropout_key, i)),
+        lambda i: cached.task.embeddings(module, jax.tree.map(lambda x: x[i], parts),
+                                         Dropout(jax.random.fold_in(dropout_key, i), cached.dropout)),
         jnp.arange(4)))
-    return cached.objective(q, d, batch, key, module)
+    return cached.task.objective(q, d, batch, key, module)
   (loss, _), grads = jax.jit(jax.value_and_grad(chunked_loss, has_aux=True))(params)
   assert abs(float(loss) - float(loss_gc)) <= 1e-6 * abs(float(loss))
   _assert_grads_close(grads_gc, grads, 1e-5)

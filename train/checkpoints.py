@@ -1,6 +1,7 @@
 """Training checkpoints: orbax CheckpointManager, asynchronous, keep-N, best-by-metric optional.
 
-  <workdir>/checkpoints/<step>/params      the retriever's parameters (pure dict)
+  <workdir>/checkpoints/<step>/params      the module's parameters (pure dict)
+                              /model_state the module's other variables, when it has any
                               /opt_state   optax state
                               /data        the grain iterator's state (JSON)
                               /config      the experiment config (JSON)
@@ -54,6 +55,7 @@ class Checkpointer:
       return
     self.manager.save(step, metrics=metrics, force=True, args=ocp.args.Composite(
         params=ocp.args.StandardSave(state.params),
+        **({"model_state": ocp.args.StandardSave(state.model_state)} if state.model_state else {}),
         opt_state=ocp.args.StandardSave(state.opt_state),
         data=ocp.args.JsonSave(data_state),
         config=ocp.args.JsonSave(json.loads(config.to_json()))))
@@ -65,6 +67,7 @@ class Checkpointer:
     def read(step):
       return self.manager.restore(step, args=ocp.args.Composite(
           params=ocp.args.StandardRestore(abstract.params),
+          **({"model_state": ocp.args.StandardRestore(abstract.model_state)} if like.model_state else {}),
           opt_state=ocp.args.StandardRestore(abstract.opt_state),
           data=ocp.args.JsonRestore()))
     step, restored, skipped = restore_newest(self.steps(), read, self.directory)
@@ -72,7 +75,8 @@ class Checkpointer:
       multihost_utils.assert_equal(step, "hosts restored different checkpoint steps")
     if skipped:
       self._set_aside(skipped)
-    state = TrainState(restored.params, restored.opt_state, jax.device_put(step, like.step.sharding))
+    state = TrainState(restored.params, restored.opt_state, jax.device_put(step, like.step.sharding),
+                       restored.model_state if like.model_state else {})
     return state, restored.data
 
   def _set_aside(self, steps) -> None:

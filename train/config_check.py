@@ -7,6 +7,7 @@ evaluation keys by eval.driver.check_config when periodic evaluation is on.
 from .. import checks
 from ..errors import InputError
 from ..eval.driver import check_config as check_eval_config
+from . import regularizers
 from .model_setup import setting_overrides
 from .trainable import compile_pattern
 
@@ -35,6 +36,7 @@ def check(config, mesh) -> None:
   checks.number(config.adam_b2, "config.adam_b2", at_least=0, below=1)
   checks.number(config.adam_eps, "config.adam_eps", above=0)
   setting_overrides(config.model)
+  regularizers.check(config.regularizers)
   compile_pattern(config.model.trainable)
   if config.model.dropout is not None:
     checks.number(config.model.dropout, "config.model.dropout", at_least=0, below=1)
@@ -61,6 +63,9 @@ def check(config, mesh) -> None:
                      f"config.eval.measures {tuple(config.eval.measures)}")
   if config.eval.every:
     check_eval_config(config.eval, "config.eval")
+    if config.eval.rerank.model:
+      raise InputError("config.eval.rerank.model", "periodic evaluation scores the retriever being trained; "
+                       "leave it empty")
     if config.eval.first_stage:
       raise InputError("config.eval.first_stage", "periodic evaluation retrieves with the model being trained; "
                        "leave it empty")

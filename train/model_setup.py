@@ -45,5 +45,6 @@ def build_retriever(model_config, folder, split: str, dtype: str, *, seed: int):
     texts = [beir.document_text(d) for d in collection.corpus.values()] + list(collection.queries.values())
     tokenizer = word_level_tokenizer(texts, model_config.vocab_size)
     hf_config = {**model_config.random.to_dict(), "vocab_size": tokenizer.get_vocab_size()}
-    return load.random(hf_config, tokenizer, kind.Settings(**overrides), kind=kind.name, seed=seed, dtype=dtype)
+    return load.random(hf_config, tokenizer, kind.Settings(**overrides), kind=kind.name, seed=seed, dtype=dtype,
+                       data=texts)
   return load.load(model_config.path or minilm_path(), kind=kind.name, dtype=dtype, **overrides)

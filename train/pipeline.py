@@ -2,7 +2,7 @@
 
 rows → shuffle (reshuffled each epoch) → repeat → sample negatives (an RNG seeded by the
 position in the global stream, so the stream is a pure function of the seed) → global batch →
-this host's block of it → tokenize (the retriever's text path, at config.data's max lengths).
+this host's block of it → the task's collate (the model's text path, at config.data's max lengths).
 Host p takes rows p·b … (p+1)·b − 1 of each global batch of b·process_count, so the hosts'
 local batches laid end to end are the global batch in the order one process has it (dropout
 masks, drawn by row position, are then the same on any number of hosts). Batches are padded to
@@ -27,14 +27,16 @@ from ..eval import beir
 from ..models.backbones import unpadding
 from ..models.text import TextPath
 from . import sharding
+from .tasks.ranking import Ranking
 
 
 class Pipeline:
 
   def __init__(self, training_set, text: TextPath, data_config, *, seed: int, global_batch: int,
-               process_index: int = 0, process_count: int = 1):
+               process_index: int = 0, process_count: int = 1, task=Ranking):
     if global_batch % process_count:
       raise InputError("config.batch_size", f"{global_batch} is not a multiple of the {process_count} hosts")
+    self.task = task
     corpus = training_set.collection.corpus
     self.doc_ids = list(corpus)
     self.doc_position = {d: i for i, d in enumerate(self.doc_ids)}
@@ -80,15 +82,8 @@ class Pipeline:
     }
 
   def collate(self, samples: list[dict]) -> dict:
-    """Samples → one batch of token arrays."""
-    query_ids, query_mask = self.text.tokenize([s["query"] for s in samples], "query")
-    doc_ids, doc_mask = self.text.tokenize([t for s in samples for t in s["docs"]], "document")
-    b = len(samples)
-    return {
-        "query_ids": query_ids, "query_mask": query_mask,
-        "doc_ids": doc_ids.reshape(b, -1, doc_ids.shape[-1]), "doc_mask": doc_mask.reshape(b, -1, doc_mask.shape[-1]),
-        **{k: np.stack([s[k] for s in samples]) for k in ("labels", "candidate_mask", "doc_index", "query_positives")},
-    }
+    """Samples → one batch of token arrays, as the task lays it out (tasks/)."""
+    return self.task.collate(self.text, samples)
 
 
 def default_buckets(max_length: int) -> tuple[int, ...]:

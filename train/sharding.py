@@ -39,7 +39,7 @@ def spec_for(shape, logical_names, mesh, rules) -> PartitionSpec:
 def param_shardings(state: nnx.State, mesh, rules) -> dict:
   """NamedShardings, as a pure dict, for an nnx.State whose variables carry logical axis names."""
   def one(var):
-    return var.replace(NamedSharding(mesh, spec_for(var.value.shape, var.get_metadata().get("out_sharding"),
+    return var.replace(NamedSharding(mesh, spec_for(var.get_value().shape, var.get_metadata().get("out_sharding"),
                                                     mesh, rules)))
   return nnx.to_pure_dict(jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable)))
 

@@ -13,7 +13,6 @@ import time
 
 import jax
 import numpy as np
-from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
@@ -35,11 +34,13 @@ from .objective import loss_fn
 from .optimizer import make_optimizer, schedule
 from .pipeline import Pipeline, global_batch
 from .preemption import StopSignal
-from .step import StepBuilder, TrainState, initial_state
+from .regularizers import Weights
+from .step import StepBuilder, TrainState, initial_state, params_of
+from .tasks.ranking import Ranking
 
 
 def evaluate_params(retriever, params, config, workdir, step) -> dict:
-  """Process 0 evaluates the current parameters (gathered to every host) through the eval driver.
+  """Process 0 evaluates the current parameters and model state (gathered to every host) through the eval driver.
 
   `config` is config.eval; its data defaults to the training collection (its config.eval.split).
   """
@@ -93,11 +94,11 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
                       process_index=jax.process_index(), process_count=jax.process_count())
   # on the host, so that logging a step does not wait behind the step dispatched after it
   learning_rates = np.asarray(jax.vmap(schedule(config))(np.arange(config.total_steps)))
-  params = jax.tree.map(np.asarray, nnx.to_pure_dict(retriever.params))
-  trainable.check(params, config.model.trainable)
-  builder = StepBuilder(retriever.graphdef, loss, config.loss.in_batch_negatives, optimizer,
-                        config.accumulate_steps, config.grad_cache_chunks, config.model.dropout, config.model.trainable)
-  state = initial_state(params, optimizer, mesh, rules, retriever.params, config.model.trainable)
+  trainable.check(params_of(retriever.module), config.model.trainable)
+  task = Ranking(loss, config.loss.in_batch_negatives, config.grad_cache_chunks)
+  builder = StepBuilder(retriever.graphdef, task, optimizer, config.accumulate_steps, config.model.dropout,
+                        config.model.trainable, Weights(config.regularizers))
+  state = initial_state(retriever.module, optimizer, mesh, rules, config.model.trainable)
   state_shardings = jax.tree.map(lambda x: x.sharding, state)
   step_fn = ops.jit(builder, out_shardings=(state_shardings, NamedSharding(mesh, PartitionSpec())),
                          donate_argnums=0)
@@ -157,7 +158,8 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
       pending = None
       evaluated = None
       if evaluating:
-        evaluated = evaluate_params(retriever, state.params, eval_config, workdir, done)
+        evaluated = evaluate_params(retriever, trainable.combine(state.params, state.model_state), eval_config,
+                                    workdir, done)
         writer.write(done, {f"eval/{k}": v for k, v in evaluated.items()})
       if saving:
         checkpointer.save(state, data_iter.get_state(), config, metrics=evaluated)

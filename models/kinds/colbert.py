@@ -174,10 +174,11 @@ class ColBERT(KindBase):
     return any(f.claims(folder) for f in FORMATS)
 
   @classmethod
-  def create(cls, backbone, tokenizer, settings: ColBERTConfig):
+  def create(cls, backbone, tokenizer, settings: ColBERTConfig, data=None):
     """(module, tokenizer) of a new ColBERT on `backbone`: a fresh projection, and the prefixes the
     tokenizer lacks added to it (PyLate's tokenizer.add_tokens) and to the embedding table, their
-    rows the mean of the table's."""
+    rows the mean of the table's. Nothing is initialised from `data`."""
+    del data
     missing = [p for p in (settings.query_prefix, settings.document_prefix) if p and tokenizer.token_to_id(p) is None]
     if missing:
       tokenizer = tokenizers.Tokenizer.from_str(tokenizer.to_str())

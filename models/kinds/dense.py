@@ -75,8 +75,9 @@ class Dense(KindBase):
     return hf.task_head(folder) is None
 
   @classmethod
-  def create(cls, backbone, tokenizer, settings):
-    """(module, tokenizer) of a new retriever on `backbone`."""
+  def create(cls, backbone, tokenizer, settings, data=None):
+    """(module, tokenizer) of a new retriever on `backbone`; nothing is initialised from `data`."""
+    del data
     return cls(backbone, settings), tokenizer
 
   @classmethod

@@ -6,8 +6,16 @@ writes only what differs.
   score(q, d) → [Bq, Nd]; regularizers(q, d) → named terms added to the loss.
 - `RerankerModule`, the device side of a reranker: score_pairs(tokens) → [B, C] for B queries'
   C candidates, read jointly with their query; it has no index.
+- `ReconstructionModule`, the device side of a model trained on reconstruction (an SAE on a frozen
+  retriever): activations(tokens) → (x [N, d], weights [N]) of the frozen model; reconstruct(x) →
+  (x̂, regularizer terms).
 - `HostKind`, the host side of any kind: attach the tokenizer, claim a folder, read it, create a
-  new model, export, and (retrievers) turn per-batch outputs into per-text ones and index them.
+  new model (from a sample of the training data, `data=`, where it initialises from data: an SAE's
+  b_dec), export, and (retrievers) turn per-batch outputs into per-text ones and index them.
+
+Any module may also define after_update(), which the train step runs on the updated parameters
+(an SAE's unit-norm decoder); variables that are not nnx.Param are trained model state
+(train/step.py).
 """
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -34,6 +42,14 @@ class RerankerModule(Protocol):
 
 
 @runtime_checkable
+class ReconstructionModule(Protocol):
+
+  def activations(self, tokens: dict) -> tuple[Any, Any]: ...
+
+  def reconstruct(self, x) -> tuple[Any, dict]: ...
+
+
+@runtime_checkable
 class HostKind(Protocol):
   name: ClassVar[str]
   Settings: ClassVar[type]
@@ -44,7 +60,7 @@ class HostKind(Protocol):
   def claims(cls, folder) -> bool: ...
 
   @classmethod
-  def create(cls, backbone, tokenizer, settings): ...
+  def create(cls, backbone, tokenizer, settings, data=None): ...
 
   @classmethod
   def from_folder(cls, backbone, tokenizer, folder, **overrides): ...
