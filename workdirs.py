@@ -5,6 +5,8 @@ A retriever checkpoint (`retrax.load` reads it; a training workdir is one):
   tokenizer/                      the tokenizer files
   params/                         the parameters, as an orbax pytree; or, in a training workdir,
   checkpoints/<step>/params       one per saved step, beside opt_state/, data/ and config/
+  model_state/                    the module's variables that are not parameters (an SAE's counters,
+                                  a threshold), when it has any; checkpoints/<step>/model_state
 
 A training workdir, besides:
   metrics.jsonl, tensorboard/     one line and one event per logged step
@@ -44,8 +46,15 @@ class Checkpoint:
   def checkpoints(self) -> epath.Path:
     return self.root / "checkpoints"
 
+  @property
+  def model_state(self) -> epath.Path:
+    return self.root / "model_state"
+
   def step_params(self, step: int) -> epath.Path:
     return self.checkpoints / str(step) / "params"
+
+  def step_model_state(self, step: int) -> epath.Path:
+    return self.checkpoints / str(step) / "model_state"
 
 
 class TrainWorkdir(Checkpoint):

@@ -67,7 +67,8 @@ from retrax.train import examples
 from retrax.train.objective import loss_fn
 from retrax.train.optimizer import make_optimizer
 from retrax.train.mesh import make_mesh
-from retrax.train.pipeline import Pipeline, default_buckets, global_batch
+from retrax.train.batching import default_buckets
+from retrax.train.pipeline import Pipeline, global_batch
 from retrax.models.dropout import Dropout
 from retrax.train.step import StepBuilder, TrainState
 from retrax.train.tasks import Ranking
@@ -144,10 +145,10 @@ def retrax_side(retriever, config, groups, collate, dropout, profile: pathlib.Pa
   key, dropout_key = jax.random.key(0), jax.random.key(1)
 
   mesh, rules = make_mesh(config.mesh), tuple(tuple(r) for r in config.sharding_rules)
-  buckets = (default_buckets(64), default_buckets(256))
+  buckets = {"query": default_buckets(64), "doc": default_buckets(256)}
 
   def assemble(samples, unpad=config.data.unpad):
-    return global_batch(collate(samples), mesh, rules, buckets, unpad)
+    return global_batch(collate(samples), mesh, rules, buckets, Ranking.unpadded if unpad else ())
 
   def run(samples, unpad=config.data.unpad):
     nonlocal state

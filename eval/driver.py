@@ -67,6 +67,9 @@ def evaluate(config, workdir) -> dict[str, float]:
   if not config.first_stage:
     overrides = {} if config.max_length is None else {"max_length": config.max_length}
     retriever = load(config.model or minilm_path(), dtype=jnp.dtype(config.dtype), **overrides)
+    if isinstance(retriever, Reranker):
+      raise InputError("config.model", f"{config.model} holds a {retriever.kind.name!r} reranker, which retrieves "
+                       "nothing: name it in config.rerank.model, after a retriever or a config.first_stage run")
   reranker = load_reranker(config.rerank.model, config.dtype) if config.rerank.model else None
   return evaluate_retriever(retriever, config, workdir, reranker)
 

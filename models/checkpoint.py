@@ -1,8 +1,18 @@
 """A retrax retriever checkpoint: one folder that `retrax.load` restores (laid out in workdirs.py).
 In a training workdir, the newest readable step is loaded.
 
-Format 1 (before kinds) held dense retrievers whose params were the backbone's alone; they load
-as before.
+The manifest (retriever.json, format 3) describes the module by parts, so that a model may hold
+a backbone and a head, or a frozen retriever and a sparse autoencoder, each part rebuilt by its
+own entry:
+
+  {"format": 3, "kind": K, "settings": {…K's settings},
+   "parts": {name: {"architecture": {…a config.json}}                         a backbone
+                  | {"kind": K', "settings": {…}, "parts": {…}}}}              a kind's module
+
+A kind's module names its parts (`parts()`: the backbone alone by default) and is rebuilt from
+them (`from_parts(parts, settings)`); the parameters of every part are one orbax tree, keyed by
+the parts' names. Format 2 ({"kind", "backbone", "settings"}) reads as one backbone part; format
+1 (before kinds) also held the backbone's parameters alone. Both load as before.
 
 Saved through files.atomic_directory, so an interrupted save leaves no checkpoint behind.
 A training step that cannot be read (a torn write, random bytes, a stray folder) is skipped
@@ -23,33 +33,64 @@ from ..files import atomic_directory, read_json, write_atomic
 from ..workdirs import Checkpoint
 from . import kinds
 from .backbones import hf
-from .host_model import read_tokenizer
+from .host_model import HostModel, read_tokenizer
 from .hosts import host_for
-from .retriever import Retriever
+from .kinds.protocols import HostKind
 
-FORMAT = 2
+FORMAT = 3
+READS = (1, 2, FORMAT)
 
 
 def is_checkpoint(path) -> bool:
   return Checkpoint(path).manifest.is_file()
 
 
-def write_manifest(retriever: Retriever, directory) -> None:
+def write_manifest(model: HostModel, directory) -> None:
   """tokenizer/ and retriever.json, each file written atomically, retriever.json last."""
   folder = Checkpoint(directory)
   folder.tokenizer.mkdir(parents=True, exist_ok=True)
-  for name, data in retriever.tokenizer_files.items():
+  for name, data in model.tokenizer_files.items():
     write_atomic(folder.tokenizer / name, data)
-  manifest = {"kind": retriever.kind.name, "format": FORMAT, "backbone": retriever.backbone_config.to_hf(),
-              "settings": dataclasses.asdict(retriever.settings)}
+  manifest = {"format": FORMAT, **describe(model.module)}
   write_atomic(folder.manifest, json.dumps(manifest, indent=2))
 
 
-def save(retriever: Retriever, directory) -> None:
+def describe(module) -> dict:
+  """A kind's module as a manifest entry: its kind, settings and parts, recursively."""
+  parts = {name: describe(part) if isinstance(part, HostKind) else {"architecture": part.config.to_hf()}
+           for name, part in module.parts().items()}
+  return {"kind": module.name, "settings": dataclasses.asdict(module.settings), "parts": parts}
+
+
+def build(entry: dict, dtype, where, overrides: dict | None = None):
+  """The module a manifest entry describes, with fresh parameters; `overrides` of its kind's settings."""
+  if "kind" not in entry:
+    config_cls, model_cls, _, _ = hf.architecture(entry.get("architecture"), where)
+    try:
+      return model_cls(config_cls.from_hf(entry["architecture"]), dtype=dtype, rngs=nnx.Rngs(0))
+    except (KeyError, TypeError, ValueError) as e:
+      raise InputError(where, f"unsupported or incomplete manifest: {e}") from None
+  kind_cls = kinds.get(entry["kind"], where)
+  kinds.settings_of(kind_cls, overrides or {})
+  if not isinstance(entry.get("settings"), dict) or not isinstance(entry.get("parts"), dict):
+    raise InputError(where, f"the {entry['kind']!r} entry needs 'settings' and 'parts' objects")
+  parts = {name: build(part, dtype, where) for name, part in entry["parts"].items()}
+  try:
+    settings = dataclasses.replace(kind_cls.Settings(**entry["settings"]), **(overrides or {}))
+    return kind_cls.from_parts(parts, settings)
+  except (KeyError, TypeError, ValueError) as e:
+    raise InputError(where, f"unsupported or incomplete manifest: {e}") from None
+
+
+def save(model, directory) -> None:
+  """params/, model_state/ (when the module has variables beyond its parameters), tokenizer/ and the manifest."""
   with atomic_directory(directory) as partial:
+    params, other = nnx.state(model.module, nnx.Param, nnx.Not(nnx.Param))
     with ocp.StandardCheckpointer() as ckptr:
-      ckptr.save(Checkpoint(partial).params, nnx.to_pure_dict(nnx.state(retriever.module, nnx.Param)))
-    write_manifest(retriever, partial)
+      ckptr.save(Checkpoint(partial).params, nnx.to_pure_dict(params))
+      if nnx.to_pure_dict(other):
+        ckptr.save(Checkpoint(partial).model_state, nnx.to_pure_dict(other))
+    write_manifest(model, partial)
 
 
 class _EchoesOfFailedReads(logging.Filter):
@@ -110,52 +151,58 @@ def restore_newest(steps, restore, where, warn: bool = True) -> tuple[int, objec
   raise InputError(where, f"no readable checkpoint ({detail})")
 
 
+def _read(checkpointer, folder, target):
+  _quiet_echoes_of(folder)
+  try:
+    return checkpointer.restore(folder, target)
+  except Exception as e:  # as in restore_newest
+    raise InputError(folder, f"cannot be read ({_reason(e)})") from None
+
+
 def saved_steps(checkpoints: epath.Path) -> list[int]:
   """The step folders under `checkpoints` (names that are integers; orbax's temporary ones are not)."""
   return sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) if checkpoints.is_dir() else []
 
 
 def read_manifest(path: epath.Path) -> dict:
-  """retriever.json, checked: a known kind and format, backbone and settings objects."""
+  """retriever.json, checked (a known kind and format), in format 3's layout."""
   manifest = read_json(path)
   kinds.get(manifest.get("kind"), path)
-  if manifest.get("format", 1) not in (1, FORMAT):
-    raise InputError(path, f"format {manifest['format']!r}: this retrax reads formats 1 and {FORMAT}")
-  for key in ("backbone", "settings"):
-    if not isinstance(manifest.get(key), dict):
-      raise InputError(path, f"expected a {key!r} object")
+  if manifest.get("format", 1) not in READS:
+    raise InputError(path, f"format {manifest['format']!r}: this retrax reads formats "
+                           f"{', '.join(map(str, READS[:-1]))} and {FORMAT}")
+  if manifest.get("format", 1) < 3:
+    for key in ("backbone", "settings"):
+      if not isinstance(manifest.get(key), dict):
+        raise InputError(path, f"expected a {key!r} object")
+    manifest = {**manifest, "parts": {"backbone": {"architecture": manifest.pop("backbone")}}}
   return manifest
 
 
-def load(directory, *, kind: str | None = None, dtype="float32", **overrides) -> Retriever:
-  """The retriever a checkpoint folder or training workdir holds; `kind`, if given, must be its kind."""
+def load(directory, *, kind: str | None = None, dtype="float32", **overrides) -> HostModel:
+  """The model (a retriever or a reranker) a checkpoint folder or training workdir holds; `kind`, if
+  given, must be its kind."""
   folder = Checkpoint(directory)
   manifest = read_manifest(folder.manifest)
   if kind not in (None, manifest["kind"]):
     raise InputError(folder.manifest, f"holds a {manifest['kind']!r} retriever, not {kind!r}")
-  kind_cls = kinds.get(manifest["kind"], folder.manifest)
-  config_cls, model_cls, _, _ = hf.architecture(manifest["backbone"], folder.manifest)
-  kinds.settings_of(kind_cls, overrides)
-  try:
-    config = config_cls.from_hf(manifest["backbone"])
-    settings = dataclasses.replace(kind_cls.Settings(**manifest["settings"]), **overrides)
-  except (KeyError, TypeError, ValueError) as e:
-    raise InputError(folder.manifest, f"unsupported or incomplete manifest: {e}") from None
-  module = kind_cls(model_cls(config, dtype=dtype, rngs=nnx.Rngs(0)), settings)
+  module = build(manifest, dtype, folder.manifest, overrides)
   state = nnx.state(module, nnx.Param)
   saved = state["backbone"] if manifest.get("format", 1) == 1 else state  # format 1: the backbone's alone
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(saved))
+  other = nnx.state(module, nnx.Not(nnx.Param))
   with ocp.StandardCheckpointer() as ckptr:
     if folder.params.is_dir():
-      _quiet_echoes_of(folder.params)
-      try:
-        restored = ckptr.restore(folder.params, target)
-      except Exception as e:  # as in restore_newest
-        raise InputError(folder.params, f"cannot be read ({_reason(e)})") from None
+      restored, other_folder = _read(ckptr, folder.params, target), folder.model_state
     else:
-      _, restored, _ = restore_newest(saved_steps(folder.checkpoints),
-                                      lambda step: ckptr.restore(folder.step_params(step), target),
-                                      folder.checkpoints)
+      step, restored, _ = restore_newest(saved_steps(folder.checkpoints),
+                                         lambda step: ckptr.restore(folder.step_params(step), target),
+                                         folder.checkpoints)
+      other_folder = folder.step_model_state(step)
+    if nnx.to_pure_dict(other) and other_folder.is_dir():
+      nnx.replace_by_pure_dict(other, _read(ckptr, other_folder, jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                                                                               nnx.to_pure_dict(other))))
+      nnx.update(module, other)
   nnx.replace_by_pure_dict(saved, restored)
   nnx.update(module, state)
   tokenizer_dir = folder.tokenizer

@@ -1,5 +1,5 @@
-"""retrax.load(path): a Hugging Face model folder, or a retrax checkpoint, to a retriever; `random`
-for a randomly initialised one."""
+"""retrax.load(path): a Hugging Face model folder, or a retrax checkpoint, to a retriever (or a
+reranker, for a reranker kind: models/hosts.py); `random` for a randomly initialised one."""
 
 import jax.numpy as jnp
 from flax import nnx
@@ -10,9 +10,8 @@ from ..files import as_path
 from ..workdirs import MANIFEST
 from . import checkpoint, kinds
 from .backbones import hf
-from .host_model import read_tokenizer, tokenizer_files
+from .host_model import HostModel, read_tokenizer, tokenizer_files
 from .hosts import host_for
-from .retriever import Retriever
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -24,7 +23,7 @@ def _dtype_name(dtype) -> str:
     return str(dtype)
 
 
-def load(path, *, kind: str | None = None, dtype=jnp.float32, **overrides) -> Retriever:
+def load(path, *, kind: str | None = None, dtype=jnp.float32, **overrides) -> HostModel:
   """`kind`: the registry name to read a Hugging Face folder as (None: the kind its files show,
   models/kinds); a checkpoint names its own. `dtype`: the compute dtype (float32, bfloat16 or
   float16). Other keywords override the kind's settings (dense: pooling, normalize, max_length,
@@ -40,7 +39,7 @@ def load(path, *, kind: str | None = None, dtype=jnp.float32, **overrides) -> Re
                    f"({MANIFEST})")
 
 
-def from_pretrained(folder, kind: type, *, dtype=jnp.float32, **overrides) -> Retriever:
+def from_pretrained(folder, kind: type, *, dtype=jnp.float32, **overrides) -> HostModel:
   """A Hugging Face (sentence-transformers, …) folder read as `kind`."""
   folder = as_path(folder)
   kinds.settings_of(kind, overrides)
@@ -52,7 +51,7 @@ def from_pretrained(folder, kind: type, *, dtype=jnp.float32, **overrides) -> Re
 
 
 def random(hf_config: dict, tokenizer, settings, *, kind: str = kinds.DEFAULT, seed: int = 0,
-           dtype=jnp.float32, data=None) -> Retriever:
+           dtype=jnp.float32, data=None) -> HostModel:
   """A retriever of `kind` whose backbone, of a config.json-style dict, is randomly initialised;
   `data`, a sample of training texts, goes to the kind's create (which may initialise from it)."""
   config_cls, model_cls, _, _ = hf.architecture(hf_config, "config.model.random")

@@ -111,14 +111,27 @@ def test_a_format_1_checkpoint_holding_the_backbone_alone_still_loads(saved, tmp
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(folder / "params", nnx.to_pure_dict(nnx.state(module.backbone, nnx.Param)))
   manifest = json.loads((folder / "retriever.json").read_text())
-  assert manifest.pop("format") == checkpoint.FORMAT and manifest["kind"] == "dense"
-  (folder / "retriever.json").write_text(json.dumps(manifest))
+  assert manifest["format"] == checkpoint.FORMAT and manifest["kind"] == "dense"
+  old = {"kind": "dense", "backbone": manifest["parts"]["backbone"]["architecture"], "settings": manifest["settings"]}
+  (folder / "retriever.json").write_text(json.dumps(old))
+  np.testing.assert_allclose(retrax.load(folder).encode(["who likes neon kites"]), saved[1], atol=1e-6)
+
+
+def test_a_format_2_manifest_still_loads(saved, tmp_path):
+  """Format 2 named the backbone's config at the top level; the parameters are the module's tree, as now."""
+  folder = _copy(saved, "retrax", tmp_path)
+  manifest = json.loads((folder / "retriever.json").read_text())
+  assert manifest["parts"] == {"backbone": {"architecture": retrax.load(folder).backbone_config.to_hf()}}
+  old = {"kind": "dense", "format": 2, "backbone": manifest["parts"]["backbone"]["architecture"],
+         "settings": manifest["settings"]}
+  (folder / "retriever.json").write_text(json.dumps(old))
   np.testing.assert_allclose(retrax.load(folder).encode(["who likes neon kites"]), saved[1], atol=1e-6)
 
 
 @pytest.mark.parametrize("manifest, expected", [
     ({"kind": "sparse-ish"}, "kind 'sparse-ish' is not one of ['colbert', 'dense']"),
-    ({"format": 7}, "format 7: this retrax reads formats 1 and 2"),
+    ({"format": 7}, "format 7: this retrax reads formats 1, 2 and 3"),
+    ({"parts": {"backbone": {"architecture": {"model_type": "gpt9"}}}}, "model_type 'gpt9' is not supported; expected one of ['bert', 'modernbert', 'roberta', 'xlm-roberta']"),
 ])
 def test_an_unknown_kind_or_format_in_the_manifest_is_named(saved, tmp_path, manifest, expected):
   folder = _copy(saved, "retrax", tmp_path)

@@ -110,6 +110,12 @@ def test_a_retriever_named_as_the_reranker_is_refused(tmp_path):
   assert not (tmp_path / "out").exists()
 
 
+def test_a_reranker_named_as_the_retriever_is_refused(tmp_path, reranker_folder):
+  folder, _ = reranker_folder
+  with pytest.raises(InputError, match="config.model: .* holds a 'tiny_reranker' reranker, which retrieves nothing"):
+    driver.evaluate(_config(tmp_path / "data", model=str(folder)), tmp_path / "out")
+
+
 @pytest.mark.parametrize("key", ["rerank.depth", "rerank.batch_size"])
 def test_rerank_settings_are_checked(tmp_path, key):
   with pytest.raises(InputError, match=f"config.{key}"):

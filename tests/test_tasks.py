@@ -118,7 +118,7 @@ def test_reconstruction_step_updates_trainable_parameters_state_and_renormalises
   before = jax.tree.map(np.asarray, state.params)
   new, metrics = jax.jit(builder)(state, batch, jax.random.key(0))
 
-  ids, mask = jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"])
+  ids, mask = jnp.asarray(batch["text_ids"]), jnp.asarray(batch["text_mask"])
   (value, z), grads = jax.value_and_grad(lambda p: _reference_objective(p, ids, mask, 0.25), has_aux=True)(before)
   np.testing.assert_allclose(metrics["loss"], value, rtol=1e-6)
   np.testing.assert_allclose(metrics["l1"], np.abs(z).sum(-1).mean(), rtol=1e-6)

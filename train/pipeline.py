@@ -1,21 +1,25 @@
-"""A grain pipeline from training rows to fixed-width token batches for this host.
+"""A grain pipeline from training rows (or documents) to fixed-width token batches for this host.
 
 rows → shuffle (reshuffled each epoch) → repeat → sample negatives (an RNG seeded by the
 position in the global stream, so the stream is a pure function of the seed) → global batch →
-this host's block of it → the task's collate (the model's text path, at config.data's max lengths).
-Host p takes rows p·b … (p+1)·b − 1 of each global batch of b·process_count, so the hosts'
+this host's block of it → the task's collate (tasks/; the model's text path, at config.data's
+max lengths). A task that reads documents (reconstruction) takes the corpus's texts instead of
+rows. Host p takes rows p·b … (p+1)·b − 1 of each global batch of b·process_count, so the hosts'
 local batches laid end to end are the global batch in the order one process has it (dropout
-masks, drawn by row position, are then the same on any number of hosts). Batches are padded to
-the full query and document lengths here; `trim` cuts them to a length bucket in the loop.
-Where a side's real tokens fit a capacity (`unpadding.capacity_fractions`) in every block of rows
-that a device holds, the loop adds its pack index (`query_pack`, `doc_pack` [shards, capacity]; backbones/unpadding.py): the
-step then runs that side's per-token layers on its real tokens only, each device on its own.
+masks, drawn by row position, are then the same on any number of hosts).
 
-A batch holds, for b rows and C = num_positives + num_negatives candidates:
-  query_ids, query_mask [b, Lq]; doc_ids, doc_mask [b, C, Ld];
-  labels [b, C] (grades, or teacher scores), candidate_mask [b, C];
-  doc_index [b, C] and query_positives [b, K]: corpus positions (−1 pads), which
-  objective.candidate_targets uses to keep relevant documents out of in-batch negatives.
+A batch holds one or more sides (ranking: query and doc; pairs: pair; reconstruction: text),
+each as `<side>_ids`, `<side>_mask` (and `<side>_type_ids`), padded to the side's full length
+here; `global_batch` cuts each to a length bucket (the task's `buckets`) in the loop. Where a
+side that the task runs unpadded has real tokens that fit a capacity
+(`unpadding.capacity_fractions`) in every block of rows that a device holds, the loop adds its
+pack index (`<side>_pack` [shards, capacity]; backbones/unpadding.py): the step then runs that
+side's per-token layers on its real tokens only, each device on its own.
+
+A ranking sample holds, for C = num_positives + num_negatives candidates: the query, the
+candidates' texts, labels [C] (grades, or teacher scores), candidate_mask [C], and doc_index
+[C] and query_positives [K]: corpus positions (−1 pads), which objective.candidate_targets uses
+to keep relevant documents out of in-batch negatives.
 """
 import grain
 import jax
@@ -47,17 +51,13 @@ class Pipeline:
     self.num_positives, self.num_negatives = data_config.num_positives, data_config.num_negatives
     self.max_query_positives = max(sum(g > 0 for g in j.values()) for j in self.qrels.values())
     self.text = text.with_max_lengths(query=data_config.query_max_len, document=data_config.doc_max_len)
-    for side, key in (("query", "query_max_len"), ("document", "doc_max_len")):
-      if side in text.expand and data_config[key] != text.max_lengths[side]:
-        raise InputError(f"config.data.{key}", f"{data_config[key]}: the retriever expands every {side} to exactly "
-                                               f"{text.max_lengths[side]} tokens; set it to {text.max_lengths[side]}")
-    self.buckets = tuple(
-        (length,) if side in text.expand else tuple(data_config.get(f"{short}_buckets") or default_buckets(length))
-        for side, short, length in (("query", "query", data_config.query_max_len),
-                                    ("document", "doc", data_config.doc_max_len)))
+    self.buckets = task.buckets(data_config, text)
     local_batch = global_batch // process_count
     block = slice(process_index * local_batch, (process_index + 1) * local_batch)
-    self.samples = grain.MapDataset.source(self.rows).shuffle(seed=seed).repeat().random_map(self.sample, seed=seed)
+    if task.reads == "documents":
+      self.samples = grain.MapDataset.source(self.doc_texts).shuffle(seed=seed).repeat()
+    else:
+      self.samples = grain.MapDataset.source(self.rows).shuffle(seed=seed).repeat().random_map(self.sample, seed=seed)
     self.dataset = self.samples.batch(global_batch, drop_remainder=True, batch_fn=lambda rows: self.collate(rows[block]))
 
   def sample(self, row, rng: np.random.Generator) -> dict:
@@ -86,29 +86,27 @@ class Pipeline:
     return self.task.collate(self.text, samples)
 
 
-def default_buckets(max_length: int) -> tuple[int, ...]:
-  return tuple(sorted({max(max_length // 4, 1), max(max_length // 2, 1), max_length}))
-
-
-def global_batch(batch, mesh, rules, buckets, unpad: bool = False) -> dict:
-  """Trims this host's batch to a length bucket (`Pipeline.buckets`, query and document) that every
-  host agrees on, adds the pack indices of the sides worth unpadding (`unpad`), then makes global
-  arrays. An expanded side has one bucket, its full length."""
+def global_batch(batch, mesh, rules, buckets: dict, unpad: tuple[str, ...] = ()) -> dict:
+  """Trims each side of this host's batch (the keys `<side>_*`; `buckets`: Pipeline.buckets) to a
+  length bucket that every host agrees on, adds the pack index `<side>_pack` of each side in
+  `unpad` whose real tokens fit a capacity in every block of rows a device holds, then makes
+  global arrays. A side with one bucket (an expanded one) keeps its full length."""
   shards = sharding.batch_shards(mesh, rules)
-  unpad = unpad and shards % jax.process_count() == 0
+  unpad = unpad if shards % jax.process_count() == 0 else ()
   local_shards = shards // jax.process_count() if unpad else 1
-  masks = (batch["query_mask"], batch["doc_mask"].reshape(-1, batch["doc_mask"].shape[-1]))
-  needed = np.asarray([*needed_lengths(batch), *(unpadding.shard_tokens(m, local_shards).max() for m in masks)],
-                      np.int32)
+  sides = list(buckets)
+  masks = [batch[f"{side}_mask"].reshape(-1, batch[f"{side}_mask"].shape[-1]) for side in sides]
+  needed = np.asarray([int(m.sum(-1).max()) for m in masks]
+                      + [unpadding.shard_tokens(m, local_shards).max() for m in masks], np.int32)
   if jax.process_count() > 1:
     needed = multihost_utils.process_allgather(needed).max(0)
-  lengths = [bucket(needed[0], buckets[0]), bucket(needed[1], buckets[1])]
-  batch = trim(batch, *lengths)
-  if unpad:
-    for side, mask, length, real in zip(("query", "doc"), masks, lengths, needed[2:]):
-      capacity = unpadding.shard_capacity(int(real), mask.shape[0] // local_shards * length)
+  lengths = {side: bucket(needed[i], buckets[side]) for i, side in enumerate(sides)}
+  batch = trim(batch, lengths)
+  for i, side in enumerate(sides):
+    if side in unpad:
+      capacity = unpadding.shard_capacity(int(needed[len(sides) + i]), masks[i].shape[0] // local_shards * lengths[side])
       if capacity:
-        batch[f"{side}_pack"] = unpadding.pack_index(mask[:, :length], local_shards, capacity)
+        batch[f"{side}_pack"] = unpadding.pack_index(masks[i][:, :lengths[side]], local_shards, capacity)
   return {k: jax.make_array_from_process_local_data(sharding.batch_sharding(mesh, rules, v.ndim), v)
           for k, v in batch.items()}
 
@@ -117,14 +115,11 @@ def bucket(length: int, buckets) -> int:
   return next(b for b in sorted(buckets) if b >= length)
 
 
-def needed_lengths(batch) -> tuple[int, int]:
-  return int(batch["query_mask"].sum(-1).max()), int(batch["doc_mask"].sum(-1).max())
-
-
-def trim(batch: dict, query_length: int, doc_length: int) -> dict:
+def trim(batch: dict, lengths: dict[str, int]) -> dict:
+  """Each side's token arrays (`<side>_ids`, `_mask`, `_type_ids`) cut to its length."""
   out = dict(batch)
-  for k in ("query_ids", "query_mask"):
-    out[k] = batch[k][..., :query_length]
-  for k in ("doc_ids", "doc_mask"):
-    out[k] = batch[k][..., :doc_length]
+  for side, length in lengths.items():
+    for key in (f"{side}_ids", f"{side}_mask", f"{side}_type_ids"):
+      if key in batch:
+        out[key] = batch[key][..., :length]
   return out

@@ -1,6 +1,9 @@
 """The training loop: one flat function, the same on one CPU, one GPU or every host of a TPU slice.
 
-  retriever + training rows → grain pipeline → global sharded batch → jitted step → orbax
+  model + training rows → grain pipeline → global sharded batch → jitted step (the model's task) → orbax
+
+The task follows the model (tasks.for_model): retrievers train on ranking, rerankers on pairs,
+models over a frozen retriever on reconstruction.
 
 On SIGTERM it saves and exits cleanly; on restart it resumes from the newest readable
 checkpoint, data iterator included, so the losses continue exactly. A restart first checks
@@ -21,22 +24,22 @@ from .. import ops
 from ..eval import beir
 from ..eval.driver import evaluate_retriever
 from ..files import check_folder
-from ..models import checkpoint as retriever_checkpoint
+from ..errors import InputError
+from ..models import checkpoint as model_checkpoint
+from ..models.retriever import Retriever
 from ..models.text import check_max_length
 from ..workdirs import TrainWorkdir
-from . import config_check, distributed, examples, mining, resume, trainable
+from . import config_check, distributed, examples, mining, resume, tasks, trainable
 from .checkpoints import Checkpointer
 from .divergence import DivergenceCheck
 from .mesh import make_mesh
 from .metric_writer import MetricWriter
-from .model_setup import build_retriever, data_folder
-from .objective import loss_fn
+from .model_setup import build_model, data_folder
 from .optimizer import make_optimizer, schedule
 from .pipeline import Pipeline, global_batch
 from .preemption import StopSignal
 from .regularizers import Weights
 from .step import StepBuilder, TrainState, initial_state, params_of
-from .tasks.ranking import Ranking
 
 
 def evaluate_params(retriever, params, config, workdir, step) -> dict:
@@ -71,34 +74,39 @@ def train(config, workdir) -> TrainState:
 def _train(config, workdir, mesh, checkpointer) -> TrainState:
   is_main = jax.process_index() == 0
   rules = tuple(tuple(r) for r in config.sharding_rules)
-  loss = loss_fn(config.loss)
   optimizer = make_optimizer(config)
   saved = checkpointer.saved_config()
   if saved is not None:
     resume.check(saved[1], config, checkpointer.directory / str(saved[0]))
 
   folder = data_folder(config.data, workdir.generated_data)
-  retriever = build_retriever(config.model, folder, config.data.split, config.dtype, seed=config.seed)
+  model = build_model(config.model, folder, config.data.split, config.dtype, seed=config.seed)
   for key in ("query_max_len", "doc_max_len"):
-    check_max_length(config.data[key], retriever.max_positions, f"config.data.{key}")
+    check_max_length(config.data[key], model.max_positions, f"config.data.{key}")
+  task = tasks.for_model(model.module, config, getattr(model, "max_length", None))
+  retrieves = isinstance(model, Retriever)
+  if not retrieves and (config.data.mine.enabled or config.eval.every):
+    key = "data.mine.enabled" if config.data.mine.enabled else "eval.every"
+    raise InputError(f"config.{key}", f"retrieves with the model being trained, and a {model.kind.name!r} model "
+                     "does not retrieve; set it off (evaluate a reranker with python -m retrax.eval "
+                     "--config.rerank.model)")
   candidates = config.data.candidates
   if config.data.mine.enabled and not candidates:
     candidates = workdir.negatives
     if not candidates.is_file():
-      mining.mine_negatives(retriever, beir.load_collection(folder, config.data.split), candidates,
+      mining.mine_negatives(model, beir.load_collection(folder, config.data.split), candidates,
                             depth=config.data.mine.depth, skip_top=config.data.mine.skip_top,
                             batch_size=config.data.mine.batch_size, show_progress=config.progress and is_main)
   training_set = examples.build(folder, config.data.split, candidates or None, config.data.num_positives)
 
-  pipeline = Pipeline(training_set, retriever.text, config.data, seed=config.seed, global_batch=config.batch_size,
-                      process_index=jax.process_index(), process_count=jax.process_count())
+  pipeline = Pipeline(training_set, model.text, config.data, seed=config.seed, global_batch=config.batch_size,
+                      process_index=jax.process_index(), process_count=jax.process_count(), task=task)
   # on the host, so that logging a step does not wait behind the step dispatched after it
   learning_rates = np.asarray(jax.vmap(schedule(config))(np.arange(config.total_steps)))
-  trainable.check(params_of(retriever.module), config.model.trainable)
-  task = Ranking(loss, config.loss.in_batch_negatives, config.grad_cache_chunks)
-  builder = StepBuilder(retriever.graphdef, task, optimizer, config.accumulate_steps, config.model.dropout,
+  trainable.check(params_of(model.module), config.model.trainable)
+  builder = StepBuilder(model.graphdef, task, optimizer, config.accumulate_steps, config.model.dropout,
                         config.model.trainable, Weights(config.regularizers))
-  state = initial_state(retriever.module, optimizer, mesh, rules, config.model.trainable)
+  state = initial_state(model.module, optimizer, mesh, rules, config.model.trainable)
   state_shardings = jax.tree.map(lambda x: x.sharding, state)
   step_fn = ops.jit(builder, out_shardings=(state_shardings, NamedSharding(mesh, PartitionSpec())),
                          donate_argnums=0)
@@ -107,15 +115,15 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
   eval_config.data = eval_config.data or str(folder)
   if config.eval.every:  # the collection's and the index settings' errors now, not after the first steps
     eval_docs = len(beir.load_collection(eval_config.data, eval_config.split).corpus)
-    retriever.kind.check_index(eval_config.index, eval_docs, "config.eval.index")
+    model.kind.check_index(eval_config.index, eval_docs, "config.eval.index")
   data_iter = iter(pipeline.dataset.to_iter_dataset())
-  unpad = config.data.unpad and config.accumulate_steps == 1 and not config.grad_cache_chunks
+  unpad = task.unpadded if config.data.unpad and config.accumulate_steps == 1 and not config.grad_cache_chunks else ()
   if saved is not None:
     state, data_state = checkpointer.restore(state)
     data_iter.set_state(data_state)
     logging.warning("resumed from step %d", int(state.step))
   if is_main:
-    retriever_checkpoint.write_manifest(retriever, workdir.root)
+    model_checkpoint.write_manifest(model, workdir.root)
   start = int(state.step)
   if start >= config.total_steps:
     logging.warning("the checkpoint is at step %d and config.total_steps is %d: nothing to train", start,
@@ -158,7 +166,7 @@ def _train(config, workdir, mesh, checkpointer) -> TrainState:
       pending = None
       evaluated = None
       if evaluating:
-        evaluated = evaluate_params(retriever, trainable.combine(state.params, state.model_state), eval_config,
+        evaluated = evaluate_params(model, trainable.combine(state.params, state.model_state), eval_config,
                                     workdir, done)
         writer.write(done, {f"eval/{k}": v for k, v in evaluated.items()})
       if saving:

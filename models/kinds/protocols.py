@@ -65,12 +65,27 @@ class HostKind(Protocol):
   @classmethod
   def from_folder(cls, backbone, tokenizer, folder, **overrides): ...
 
+  def parts(self) -> dict: ...
+
+  @classmethod
+  def from_parts(cls, parts: dict, settings): ...
+
   def export(self, folder) -> None: ...
 
 
 class KindBase(nnx.Module):
-  """Defaults: no regularizers, no index settings to check, encode's outputs scored as they are."""
+  """Defaults: one part (the backbone), no regularizers, no index settings to check, encode's
+  outputs scored as they are."""
   symmetric = False
+
+  def parts(self) -> dict:
+    """The module's parts by name, as the manifest describes them (models/checkpoint.py)."""
+    return {"backbone": self.backbone}
+
+  @classmethod
+  def from_parts(cls, parts: dict, settings):
+    """The module rebuilt from its parts (fresh parameters) and settings."""
+    return cls(parts["backbone"], settings)
 
   def regularizers(self, queries, documents) -> dict:
     del queries, documents

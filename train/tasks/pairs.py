@@ -11,13 +11,21 @@ from typing import Callable, ClassVar
 import jax.numpy as jnp
 import numpy as np
 
+from ..batching import default_buckets
+
 
 @dataclasses.dataclass(frozen=True)
 class Pairs:
   name: ClassVar[str] = "pairs"
+  reads: ClassVar[str] = "rows"
+  unpadded: ClassVar[tuple[str, ...]] = ()
   loss: Callable              # objective.loss_fn(config.loss), without in-batch negatives
   max_length: int             # of a joined pair
   truncation: str = "longest_first"
+
+  def buckets(self, data_config, text) -> dict[str, tuple[int, ...]]:
+    del data_config, text
+    return {"pair": default_buckets(self.max_length)}
 
   def collate(self, text, samples: list[dict]) -> dict:
     """Samples (pipeline.Pipeline.sample: a query, its candidates' texts, labels) → one batch."""

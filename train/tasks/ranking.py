@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ...errors import InputError
 from .. import objective
-from ..batching import strided_merge, strided_split
+from ..batching import default_buckets, strided_merge, strided_split
 
 TOKENS = ("query_ids", "query_mask", "doc_ids", "doc_mask")
 
@@ -39,9 +40,26 @@ def _filled(floating, tree):
 @dataclasses.dataclass(frozen=True)
 class Ranking:
   name: ClassVar[str] = "ranking"
+  reads: ClassVar[str] = "rows"
+  unpadded: ClassVar[tuple[str, ...]] = ("query", "doc")  # the sides the retriever can run unpadded
   loss: Callable              # objective.loss_fn(config.loss)
   in_batch: bool
   grad_cache_chunks: int = 0  # 0: off; else the number of chunks
+
+  @staticmethod
+  def buckets(data_config, text) -> dict[str, tuple[int, ...]]:
+    """Each side's length buckets: config.data's, or max/4, max/2, max; an expanded side (ColBERT's
+    queries) has one, its full length, which config.data must then equal."""
+    out = {}
+    for side, short in (("query", "query"), ("document", "doc")):
+      length = data_config[f"{short}_max_len"]
+      if side in text.expand and length != text.max_lengths[side]:
+        raise InputError(f"config.data.{short}_max_len", f"{length}: the retriever expands every {side} to exactly "
+                                                         f"{text.max_lengths[side]} tokens; set it to "
+                                                         f"{text.max_lengths[side]}")
+      out[short] = (length,) if side in text.expand else tuple(data_config[f"{short}_buckets"] or
+                                                               default_buckets(length))
+    return out
 
   @staticmethod
   def collate(text, samples: list[dict]) -> dict:

@@ -8,7 +8,7 @@ them, and the loss is the weighted mean squared error summed over features:
 regularizers (an SAE's L1 or AuxK terms), which the step weights by config.regularizers.
 No gradient reaches the frozen model: x is taken under stop_gradient.
 
-Batch: input_ids, attention_mask [B, L] (the text path's document side).
+Batch: text_ids, text_mask [B, L]: the corpus's documents through the text path's document side.
 """
 import dataclasses
 from typing import ClassVar
@@ -16,21 +16,30 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from ..batching import default_buckets
+
 
 @dataclasses.dataclass(frozen=True)
 class Reconstruction:
   name: ClassVar[str] = "reconstruction"
+  reads: ClassVar[str] = "documents"
+  unpadded: ClassVar[tuple[str, ...]] = ()
+
+  @staticmethod
+  def buckets(data_config, text) -> dict[str, tuple[int, ...]]:
+    del text
+    return {"text": tuple(data_config.doc_buckets or default_buckets(data_config.doc_max_len))}
 
   @staticmethod
   def collate(text, samples: list[str]) -> dict:
     ids, mask = text.tokenize(samples, "document")
-    return {"input_ids": ids, "attention_mask": mask}
+    return {"text_ids": ids, "text_mask": mask}
 
   @staticmethod
   def terms(module, batch, key, dropout):
     """(the weighted MSE, the module's regularizers); the frozen model runs without dropout."""
     del key, dropout
-    x, weights = module.activations({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})
+    x, weights = module.activations({"input_ids": batch["text_ids"], "attention_mask": batch["text_mask"]})
     x = jax.lax.stop_gradient(x.astype(jnp.float32))
     reconstruction, regularizers = module.reconstruct(x)
     weights = weights.astype(jnp.float32)
