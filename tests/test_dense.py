@@ -31,12 +31,13 @@ def _scifact_texts(folder, n):
   return [(d["title"] + " " + d["text"]).strip() for d in docs]
 
 
-def test_scifact_500_documents_match_sentence_transformers(shared_data, minilm, st_minilm):
-  texts = _scifact_texts(shared_data, 500)
+def test_scifact_documents_match_sentence_transformers(shared_data, minilm, st_minilm):
+  """The first 200 SciFact documents (titles and abstracts, many beyond 256 tokens and truncated)."""
+  texts = _scifact_texts(shared_data, 200)
   ours = minilm.encode_documents(texts, batch_size=32)
   theirs = st_minilm.encode(texts, batch_size=32, convert_to_numpy=True)
   cosine = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
-  assert ours.dtype == np.float32 and ours.shape == (500, 384)
+  assert ours.dtype == np.float32 and ours.shape == (200, 384)
   assert cosine.min() >= 0.9999
 
 

@@ -1,6 +1,6 @@
 """Evaluation in two stages: a first-stage run, then a reranker's score_pairs over each query's
 top `depth`; both runs and both metric tables are written. The reranker is the tiny test kind
-(tests/tiny_reranker.py), saved and loaded back through retrax.load."""
+(tests/tiny_kinds.py), saved and loaded back through retrax.load."""
 import pathlib
 import subprocess
 import sys
@@ -17,14 +17,14 @@ from retrax.models.reranker import Reranker
 from retrax.models.vocab import word_level_tokenizer
 from retrax.models.wheel import minilm_path
 
-from tiny_reranker import BERT, TinyReranker, TinyRerankerSettings, register
+from tiny_kinds import BERT, TinyReranker, TinyRerankerSettings, register
 
 DEPTH, TOP_K = 4, 10
 
 
 @pytest.fixture
 def reranker_folder(tmp_path, monkeypatch):
-  register(monkeypatch)
+  register(monkeypatch, TinyReranker)
   synthetic.write_limit_style(tmp_path / "data", num_people=12, num_attributes=20)
   collection = beir.load_collection(tmp_path / "data", "test")
   texts = [beir.document_text(d) for d in collection.corpus.values()] + list(collection.queries.values())
@@ -126,8 +126,8 @@ def test_the_command_prints_both_tables(tmp_path, reranker_folder):
   """python -m retrax.eval with the test kind registered (a launcher stands in for an installed kind)."""
   folder, collection = reranker_folder
   _first_stage(collection, tmp_path / "first.trec")
-  launcher = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); import tiny_reranker; "
-              "from retrax.models import kinds; kinds.KINDS = {'tiny_reranker': tiny_reranker.TinyReranker, "
+  launcher = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); import tiny_kinds; "
+              "from retrax.models import kinds; kinds.KINDS = {'tiny_reranker': tiny_kinds.TinyReranker, "
               "**kinds.KINDS}; runpy.run_module('retrax.eval', run_name='__main__', alter_sys=True)")
   done = subprocess.run(
       [sys.executable, "-c", launcher, str(pathlib.Path(__file__).parent), "--config",

@@ -11,6 +11,8 @@ import optax
 import pytest
 
 import retrax
+from retrax.configs import eval as eval_config
+from retrax.eval import driver
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -152,14 +154,10 @@ def test_a_tiny_colbert_trains_with_the_generic_trainer_then_loads_and_evaluates
   assert [v.shape for v in model.encode_queries(["Who likes Neon Kites?", "Who likes Velvet Harps?"])] == [(16, 16)] * 2
   results = {}
   for index in ("scann", "exact"):  # the token index (the default), exhaustive MaxSim
-    evaluated = subprocess.run(
-        [sys.executable, "-m", "retrax.eval", "--config", str(REPO / "configs" / "eval.py"),
-         f"--config.model={tmp_path / 'w'}", f"--config.data={tmp_path / 'w' / 'data'}", "--config.progress=False",
-         f"--config.index.kind={index}", "--workdir", str(tmp_path / index)],
-        capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert evaluated.returncode == 0, evaluated.stderr
+    config = eval_config.get_config()
+    config.data, config.progress, config.index.kind = str(tmp_path / "w" / "data"), False, index
+    results[index] = driver.evaluate_retriever(model, config, tmp_path / index)
     assert (tmp_path / index / "run.trec").is_file()
-    results[index] = json.loads((tmp_path / index / "results.json").read_text())
   assert results["exact"]["R@10"] > 0.3  # random init: ~0.03
   assert abs(results["scann"]["nDCG@10"] - results["exact"]["nDCG@10"]) <= 0.003, results
 

@@ -11,7 +11,9 @@ import sys
 import pytest
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
-STEPS = ("--config.total_steps=20", "--config.log_every=1", "--config.checkpoint_every=10", "--config.progress=False")
+TOTAL, MIDDLE = 12, 6  # steps; the runs checkpoint at both
+STEPS = (f"--config.total_steps={TOTAL}", "--config.log_every=1", f"--config.checkpoint_every={MIDDLE}",
+         "--config.progress=False")
 MESHES = ((8, 1, 1), (2, 4, 1), (2, 2, 2))
 
 
@@ -48,7 +50,7 @@ def assert_same(ours, reference, steps):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-  """Tiny data, and 20 steps on one device."""
+  """Tiny data, and TOTAL steps on one device."""
   root = tmp_path_factory.mktemp("mesh")
   from retrax.eval import synthetic
   synthetic.write_limit_style(root / "data", num_people=300, num_attributes=600, train_fraction=0.8)
@@ -60,7 +62,7 @@ def reference(tmp_path_factory):
 def test_meshes_give_the_losses_of_one_device(reference, shape):
   workdir = reference / ("mesh" + "x".join(map(str, shape)))
   finish(run(workdir, *mesh_flags(shape), devices=8))
-  assert_same(losses(workdir), losses(reference / "one"), range(1, 21))
+  assert_same(losses(workdir), losses(reference / "one"), range(1, TOTAL + 1))
 
 
 def test_a_colbert_on_the_2x2x2_mesh_gives_the_losses_of_one_device(reference):
@@ -104,7 +106,7 @@ def test_kernels_are_split_over_the_2x2x2_mesh(reference):
   if not eight.exists():
     finish(run(eight, *mesh_flags((2, 2, 2)), devices=8))
   with ocp.StandardCheckpointer() as checkpointer:
-    params = checkpointer.metadata(eight / "checkpoints" / "20" / "params").item_metadata
+    params = checkpointer.metadata(eight / "checkpoints" / str(TOTAL) / "params").item_metadata
   layer = params["backbone"]["layers"]["0"]  # orbax keys list items by their index as a string
   expected = {"mlp_in": ("fsdp", "tensor"), "mlp_out": ("tensor", "fsdp"), "query": ("fsdp", "tensor")}
   for name, spec in expected.items():
@@ -125,12 +127,12 @@ def test_checkpoint_moves_from_8_devices_to_1_and_back(reference):
   eight = reference / "mesh2x2x2"
   if not eight.exists():
     finish(run(eight, *mesh_flags((2, 2, 2)), devices=8))
-  _rewind(eight, reference / "to_one", 10)
-  _rewind(reference / "one", reference / "to_eight", 10)
+  _rewind(eight, reference / "to_one", MIDDLE)
+  _rewind(reference / "one", reference / "to_eight", MIDDLE)
   errors = finish(run(reference / "to_one"), run(reference / "to_eight", *mesh_flags((2, 2, 2)), devices=8))
   for workdir, stderr in zip((reference / "to_one", reference / "to_eight"), errors):
-    assert "resumed from step 10" in stderr
-    assert_same(losses(workdir), losses(reference / "one"), range(11, 21))  # the steps trained after the move
+    assert f"resumed from step {MIDDLE}" in stderr
+    assert_same(losses(workdir), losses(reference / "one"), range(MIDDLE + 1, TOTAL + 1))  # trained after the move
 
 
 def test_two_processes_give_the_losses_of_one(reference):
@@ -141,4 +143,4 @@ def test_two_processes_give_the_losses_of_one(reference):
                "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}", devices=2)
            for i in range(2)]
   finish(*procs)
-  assert_same(losses(reference / "two_hosts"), losses(reference / "one"), range(1, 21))
+  assert_same(losses(reference / "two_hosts"), losses(reference / "one"), range(1, TOTAL + 1))

@@ -1,7 +1,7 @@
 """The trainer runs every task: it picks the task by the model's protocol (a reranker trains on
 pairs, a model over a frozen backbone on reconstruction), the pipeline lays out and trims that
 task's batches, and the checkpoint holds what the task trained, model state included. The
-models are the tiny test kinds (tests/tiny_reranker.py, tests/tiny_autoencoder.py)."""
+models are the tiny test kinds (tests/tiny_kinds.py)."""
 import json
 
 import jax
@@ -23,8 +23,7 @@ from retrax.train.pipeline import Pipeline, global_batch
 from retrax.train.sharding import DEFAULT_RULES
 from retrax.train.tasks import Pairs
 
-import tiny_autoencoder
-import tiny_reranker
+from tiny_kinds import SAMPLE, TinyAutoencoder, TinyReranker, register
 
 BACKBONE = dict(model_type="bert", hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                 max_position_embeddings=128, type_vocab_size=2)
@@ -61,7 +60,7 @@ def _negatives(config, tmp_path) -> str:
 
 
 def test_a_reranker_trains_on_pairs_with_their_token_types(tmp_path, monkeypatch):
-  tiny_reranker.register(monkeypatch)
+  register(monkeypatch, TinyReranker)
   config = _config("tiny_reranker", **{"loss.in_batch_negatives": False, "loss.temperature": 1.0,
                                        "data.num_negatives": 3, "total_steps": 60, "batch_size": 16,
                                        "learning_rate": 1e-3, "log_every": 5, "checkpoint_every": 60})
@@ -81,7 +80,7 @@ def test_a_reranker_trains_on_pairs_with_their_token_types(tmp_path, monkeypatch
 def test_the_pairs_pipeline_trims_every_array_of_a_pair_alike(tmp_path, monkeypatch):
   """A global batch of pairs: ids, mask and token types cut to one bucket; type 1 exactly on the
   candidate's segment, as the tokenizer's pair encoding has it."""
-  tiny_reranker.register(monkeypatch)
+  register(monkeypatch, TinyReranker)
   config = _config("tiny_reranker", **{"data.num_negatives": 2, "model.max_length": 128})
   negatives = _negatives(config, tmp_path)
   model = build_model(config.model, tmp_path / "data", "train", "float32", seed=0)
@@ -106,7 +105,7 @@ def test_the_pairs_pipeline_trims_every_array_of_a_pair_alike(tmp_path, monkeypa
 def test_a_model_over_a_frozen_backbone_trains_on_reconstruction(tmp_path, monkeypatch):
   """The L1 warm-up from config.regularizers, unit-norm decoder rows, the fired counts in the
   checkpoint and loaded back, a retriever that did not move, described by parts in the manifest."""
-  tiny_autoencoder.register(monkeypatch)
+  register(monkeypatch, TinyAutoencoder)
   config = _config("tiny_autoencoder", **{"model.trainable": "(?!retriever/).*"})
   config.regularizers = ml_collections.ConfigDict({"l1": {"weight": 0.01, "warmup_steps": 8, "shape": "linear"}})
   trainer.train(config, tmp_path / "w")
@@ -137,13 +136,13 @@ def test_a_model_over_a_frozen_backbone_trains_on_reconstruction(tmp_path, monke
 def test_create_initialises_from_a_sample_of_the_training_texts(tmp_path, monkeypatch):
   """b_dec of a new model is the mean token state of the first texts the trainer hands to create
   (the collection's documents, then its queries)."""
-  tiny_autoencoder.register(monkeypatch)
+  register(monkeypatch, TinyAutoencoder)
   config = _config("tiny_autoencoder")
   folder = data_folder(config.data, tmp_path / "data")
   model = build_model(config.model, folder, "train", "float32", seed=0)
   collection = beir.load_collection(folder, "train")
   texts = [beir.document_text(d) for d in collection.corpus.values()] + list(collection.queries.values())
-  ids, mask = model.text.tokenize(texts[:tiny_autoencoder.SAMPLE], "document")
+  ids, mask = model.text.tokenize(texts[:SAMPLE], "document")
   hidden = np.asarray(model.module.backbone(ids, mask, None, None, None))
   expected = hidden[mask.astype(bool)].mean(0)
   np.testing.assert_allclose(np.asarray(model.module.b_dec[...]), expected, rtol=1e-5, atol=1e-6)
@@ -155,6 +154,6 @@ def test_create_initialises_from_a_sample_of_the_training_texts(tmp_path, monkey
     ({"loss.in_batch_negatives": False, "eval.every": 4}, "config.eval.every: retrieves with the model"),
 ])
 def test_settings_that_do_not_apply_to_a_reranker_are_named(tmp_path, monkeypatch, overrides, message):
-  tiny_reranker.register(monkeypatch)
+  register(monkeypatch, TinyReranker)
   with pytest.raises(InputError, match=message):
     trainer.train(_config("tiny_reranker", **overrides), tmp_path / "w")
