@@ -154,9 +154,9 @@ def test_a_tiny_colbert_trains_with_the_generic_trainer_then_loads_and_evaluates
   assert [v.shape for v in model.encode_queries(["Who likes Neon Kites?", "Who likes Velvet Harps?"])] == [(16, 16)] * 2
   results = {}
   for index in ("scann", "exact"):  # the token index (the default), exhaustive MaxSim
-    config = eval_config.get_config()
-    config.data, config.progress, config.index.kind = str(tmp_path / "w" / "data"), False, index
-    results[index] = driver.evaluate_retriever(model, config, tmp_path / index)
+    evaluation = eval_config.get_config()
+    evaluation.data, evaluation.progress, evaluation.index.kind = str(tmp_path / "w" / "data"), False, index
+    results[index] = driver.evaluate_retriever(model, evaluation, tmp_path / index)
     assert (tmp_path / index / "run.trec").is_file()
   assert results["exact"]["R@10"] > 0.3  # random init: ~0.03
   assert abs(results["scann"]["nDCG@10"] - results["exact"]["nDCG@10"]) <= 0.003, results

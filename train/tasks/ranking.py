@@ -57,7 +57,7 @@ class Ranking:
         raise InputError(f"config.data.{short}_max_len", f"{length}: the retriever expands every {side} to exactly "
                                                          f"{text.max_lengths[side]} tokens; set it to "
                                                          f"{text.max_lengths[side]}")
-      out[short] = (length,) if side in text.expand else tuple(data_config[f"{short}_buckets"] or
+      out[short] = (length,) if side in text.expand else tuple(data_config.get(f"{short}_buckets") or
                                                                default_buckets(length))
     return out
 

@@ -28,7 +28,7 @@ class Reconstruction:
   @staticmethod
   def buckets(data_config, text) -> dict[str, tuple[int, ...]]:
     del text
-    return {"text": tuple(data_config.doc_buckets or default_buckets(data_config.doc_max_len))}
+    return {"text": tuple(data_config.get("doc_buckets") or default_buckets(data_config.doc_max_len))}
 
   @staticmethod
   def collate(text, samples: list[str]) -> dict:
